@@ -1,0 +1,75 @@
+"""The `farm` command: parse, call the library, print, exit code (0 pass, 1 a check failed,
+2 bad configuration or usage, 130 interrupted)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import shlex
+import sys
+from pathlib import Path
+
+from farm.errors import FarmError
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def _default(name: str) -> Path:
+    """./NAME when present, else the one shipped beside the package."""
+    local = Path(name)
+    return local if local.exists() else REPO / name
+
+
+def _parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--devices", type=Path, default=None, metavar="FILE",
+                        help="device registry (default: ./devices.yaml or the shipped one)")
+    common.add_argument("--data-dir", type=Path, default=Path(os.environ.get("FARM_HOME", ".farm")),
+                        help="cache, logs and results database (default: .farm)")
+    p = argparse.ArgumentParser(prog="farm", description="Test farm for int8 models compiled "
+                                "with Apache TVM: correctness and latency per device.")
+    sub = p.add_subparsers(dest="cmd", required=True)
+
+    run = sub.add_parser("run", parents=[common], help="run suites on devices")
+    run.add_argument("--suite", action="append", default=[], help="suite name or file (repeatable)")
+    run.add_argument("--model", type=Path, help="run the default checks on this ONNX file")
+    run.add_argument("--device", action="append", default=[], help="device name or tag (repeatable)")
+    run.add_argument("--format", choices=["table", "md", "json"], default="table")
+
+    devices = sub.add_parser("devices", help="list or probe the registered devices")
+    dsub = devices.add_subparsers(dest="devices_cmd", required=True)
+    dsub.add_parser("list", parents=[common], help="table of devices and their status")
+    check = dsub.add_parser("check", parents=[common], help="probe each device, say why one is unavailable")
+    check.add_argument("name", nargs="*", help="only these devices")
+
+    sub.add_parser("up", parents=[common], help="start the local farm and keep it running")
+    sub.add_parser("down", parents=[common], help="stop the farm started by `farm up`")
+    sub.add_parser("status", parents=[common], help="the tracker's queue: free/pending per key")
+
+    report = sub.add_parser("report", parents=[common], help="print the tables of a run")
+    report.add_argument("run", nargs="?", help="run id or unique prefix (default: the latest)")
+    report.add_argument("--format", choices=["table", "md", "json"], default="table")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.WARNING)
+    logging.getLogger("root").setLevel(logging.ERROR)  # ORT quantizer's pre-processing advice
+    args = _parser().parse_args(argv)
+    if args.devices is None:
+        args.devices = _default("devices.yaml")
+    from farm import commands
+
+    try:
+        return getattr(commands, f"cmd_{args.cmd}")(args, " ".join(map(shlex.quote, sys.argv)))
+    except FarmError as e:
+        print(f"farm: {e.format()}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("farm: interrupted; results recorded so far are kept", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

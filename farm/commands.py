@@ -1,0 +1,130 @@
+"""What each CLI command does, in terms of the library; printing happens here, not below."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from tabulate import tabulate
+
+from farm.cli import _default
+from farm.config.devices import Device, Registry, load_devices
+from farm.config.suites import ModelSpec, Suite, find_suite, load_suite
+from farm.errors import ConfigError, FarmError
+from farm.report.table import render
+from farm.results.store import Store, default_db
+from farm.run.runner import RunOptions, run
+from farm.transports import make_transport
+from farm.transports.base import DeviceFailure, FarmContext
+from farm.transports.embedded import Farm, running_farm, stop_detached, write_state
+from farm.transports.rpc import tracker_summary
+
+
+def _pairs(args, registry: Registry) -> list[tuple[Suite, list[Device]]]:
+    suites: list[Suite] = [load_suite(find_suite(s, _default("suites"))) for s in args.suite]
+    if args.model:
+        if not args.model.exists():
+            raise ConfigError(f"model file {args.model} does not exist", "check the path")
+        suites.append(Suite(name=args.model.stem, file=str(args.model),
+                            model=ModelSpec(path=args.model.resolve())))
+    if not suites:
+        raise ConfigError("nothing to run", "give --suite NAME or --model FILE.onnx")
+    pairs = []
+    for suite in suites:
+        devices = registry.select(list(suite.devices))
+        if args.device:
+            wanted = {d.name for d in registry.select(args.device)}
+            devices = [d for d in devices if d.name in wanted] or \
+                [d for d in registry.devices if d.name in wanted]
+        pairs.append((suite, devices))
+    return pairs
+
+
+def cmd_run(args: argparse.Namespace, command: str) -> int:
+    registry = load_devices(args.devices)
+    pairs = _pairs(args, registry)
+    outcome = run(pairs, RunOptions(data_dir=args.data_dir, command=command))
+    print(_report(args.data_dir, outcome.run_id, args.format))
+    return 0 if outcome.ok else 1
+
+
+def _report(data_dir: Path, run_id: str | None, fmt: str) -> str:
+    store = Store(default_db(data_dir))
+    try:
+        run_row = store.run(run_id)
+        if run_row is None:
+            raise FarmError(f"no run '{run_id or 'latest'}' in {store.path}",
+                            "run `farm run` first, or give an existing run id")
+        return render(run_row, store.results(run_row["id"]), fmt)
+    finally:
+        store.close()
+
+
+def cmd_report(args: argparse.Namespace, command: str) -> int:
+    print(_report(args.data_dir, args.run, args.format))
+    return 0
+
+
+def _ctx(args) -> FarmContext:
+    up = running_farm(args.data_dir)
+    return FarmContext(args.data_dir, args.data_dir / "logs" / "probe",
+                       tuple(up["tracker"]) if up else None)
+
+
+def cmd_devices(args: argparse.Namespace, command: str) -> int:
+    registry = load_devices(args.devices)
+    ctx = _ctx(args)
+    names = getattr(args, "name", None)
+    devices = [registry.get(n) for n in names] if names else registry.devices
+    rows, bad = [], 0
+    for d in devices:
+        avail = make_transport(d, ctx).availability()
+        status = "available" if avail.runnable else "unavailable"
+        bad += not avail.runnable
+        rows.append([d.name, d.target.describe(), d.transport.describe(), d.threads,
+                     ",".join(d.tags), status + (" (emulated)" if d.emulated else ""), avail.reason])
+    print(tabulate(rows, headers=["name", "target", "transport", "threads", "tags", "status",
+                                  "reason"]))
+    return 1 if (args.devices_cmd == "check" and names and bad) else 0
+
+
+def cmd_up(args: argparse.Namespace, command: str) -> int:
+    if running_farm(args.data_dir):
+        print("a farm is already up; `farm down` stops it")
+        return 0
+    registry = load_devices(args.devices)
+    local = [d for d in registry.devices if d.transport.kind == "local"]
+    farm = Farm(args.data_dir, args.data_dir / "logs" / "up", local, detached=True)
+    try:
+        started = []
+        for d in local:
+            if make_transport(d, farm.ctx).availability().runnable:
+                farm.start(d)
+                started.append(d.name)
+        write_state(args.data_dir, farm.ctx.tracker, farm.children_pids())
+    except BaseException:
+        farm.close()
+        raise
+    print(f"tracker {farm.ctx.tracker[0]}:{farm.ctx.tracker[1]}; servers: {', '.join(started) or 'none'}")
+    return 0
+
+
+def cmd_down(args: argparse.Namespace, command: str) -> int:
+    pids = stop_detached(args.data_dir)
+    print(f"stopped {len(pids)} process groups" if pids else "no farm was up")
+    return 0
+
+
+def cmd_status(args: argparse.Namespace, command: str) -> int:
+    up = running_farm(args.data_dir)
+    if not up:
+        print("no farm is up (`farm up` starts one; `farm run` starts its own)")
+        return 1
+    try:
+        summary = tracker_summary(tuple(up["tracker"]))
+    except DeviceFailure as e:
+        raise FarmError(str(e), "run `farm down` then `farm up`") from None
+    rows = [[k, v.get("free", 0), v.get("pending", 0)] for k, v in summary["queue_info"].items()]
+    print(f"tracker {up['tracker'][0]}:{up['tracker'][1]}")
+    print(tabulate(rows, headers=["key", "free", "pending"]))
+    return 0

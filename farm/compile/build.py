@@ -1,0 +1,96 @@
+"""ONNX → Relax → (int8 lowering) → compiled library for one device, through the cache."""
+
+from __future__ import annotations
+
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from farm.compile.cache import Cache, cache_key
+from farm.compile.targets import export_fn, make_target, target_dict
+from farm.config.devices import Device
+from farm.errors import FarmError
+from farm.models.reference import model_inputs
+from farm.models.registry import load_onnx
+
+LIB_NAME = "model.so"
+
+
+class CompileError(FarmError):
+    """TVM could not import or build the model for a target (recorded as kind 'compile')."""
+
+
+@dataclass
+class Artifact:
+    lib: Path
+    key: str
+    target: dict[str, Any]
+    compile_seconds: float
+    cached: bool
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+def import_onnx(model_path: Path):
+    """The Relax module of an ONNX model, with weights as constants."""
+    from tvm import relax
+    from tvm.relax.frontend.onnx import from_onnx
+
+    model = load_onnx(model_path)
+    shapes = {i.name: list(i.shape) for i in model_inputs(model)}
+    try:
+        mod = from_onnx(model, shape_dict=shapes, keep_params_in_input=False)
+    except Exception as e:  # OpNotImplemented and friends
+        raise CompileError(f"TVM cannot import {model_path.name}: {_first_line(e)}",
+                           "the model uses an operator TVM's ONNX frontend does not support") from None
+    return relax.transform.DecomposeOpsForInference()(mod)
+
+
+def _build(model_path: Path, device: Device, out: Path) -> None:
+    import tvm
+    from tvm import relax
+
+    target = make_target(device)
+    mod = import_onnx(model_path)
+    pipeline = tvm.transform.Sequential([relax.get_pipeline("zero"), relax.get_pipeline("default_build")])
+    try:
+        ex = tvm.compile(mod, target, relax_pipeline=pipeline)
+        fcompile = export_fn(device)
+        ex.export_library(str(out / LIB_NAME), **({"fcompile": fcompile} if fcompile else {}))
+    except FarmError:
+        raise
+    except Exception as e:
+        raise CompileError(f"TVM failed to build {model_path.name} for '{device.name}': "
+                           f"{_first_line(e)}", "see the log; report the model and target") from None
+
+
+def compile_model(model_path: Path, device: Device, cache_root: Path) -> Artifact:
+    """Compile (or fetch from cache) the model for the device."""
+    target = target_dict(device)
+    options: dict[str, Any] = {"pipeline": "zero+default_build"}
+    key = cache_key(model_path, target, options)
+    cache = Cache(cache_root)
+    meta = cache.lookup(key)
+    if meta is None:
+        build_dir = cache.new_build_dir()
+        start = time.perf_counter()
+        try:
+            _build(model_path, device, build_dir)
+        except BaseException:
+            shutil.rmtree(build_dir, ignore_errors=True)
+            raise
+        meta = cache.store(key, build_dir, {"target": target, "options": options,
+                                            "compile_seconds": time.perf_counter() - start,
+                                            "model": model_path.name})
+        cached = False
+    else:
+        cached = True
+    return Artifact(Path(meta["dir"]) / LIB_NAME, key, target, meta["compile_seconds"], cached, meta)
+
+
+def _first_line(e: BaseException) -> str:
+    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+    # TVM errors end with the useful line; Python errors start with it
+    return (lines[-1] if len(lines) > 1 and "Traceback" in lines[0] else lines[0]) if lines \
+        else type(e).__name__

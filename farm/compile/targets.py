@@ -1,0 +1,63 @@
+"""A device's TargetSpec → a TVM target, plus how its library is linked."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Callable
+from typing import Any
+
+from farm.compile.host import host_info
+from farm.config.devices import Device
+from farm.errors import ConfigError
+
+_DEFAULT_TRIPLE = {"arm": "aarch64-linux-gnu"}
+_CROSS_CC = {"arm": "aarch64-linux-gnu-gcc"}
+_APT_FOR_CC = {"aarch64-linux-gnu-gcc": "gcc-aarch64-linux-gnu"}
+
+
+def target_dict(device: Device) -> dict[str, Any]:
+    """The TVM target of a device as a plain dict (stable, hashable into the cache key)."""
+    spec = device.target
+    if spec.tag:
+        return {"tag": spec.tag}
+    out: dict[str, Any] = {"kind": "llvm", "num-cores": device.threads}
+    mcpu = host_info().llvm_cpu if spec.mcpu == "host" else spec.mcpu
+    if mcpu:
+        out["mcpu"] = mcpu
+    triple = spec.mtriple or _DEFAULT_TRIPLE.get(spec.family)
+    if triple:
+        out["mtriple"] = triple
+    if spec.mattr:
+        out["mattr"] = list(spec.mattr)
+    return out
+
+
+def make_target(device: Device):
+    """Build the tvm.target.Target, rejecting CPU names LLVM does not know (TVM accepts them)."""
+    import tvm
+    from tvm.target import codegen
+
+    d = target_dict(device)
+    try:
+        target = tvm.target.Target(d)
+    except Exception as e:  # TVM raises TVMError/ValueError with a multi-line message
+        raise ConfigError(f"TVM rejects the target of '{device.name}': {str(e).splitlines()[0]}",
+                          "fix the target attributes", file=device.file, line=device.line) from None
+    if "mcpu" in d and not codegen.llvm_is_valid_cpu(d["mcpu"], d.get("mtriple", "")):
+        raise ConfigError(f"mcpu '{d['mcpu']}' of '{device.name}' is not a CPU LLVM knows",
+                          "use an LLVM CPU name such as znver3, cascadelake, cortex-a76",
+                          file=device.file, line=device.line)
+    return target
+
+
+def export_fn(device: Device) -> Callable | None:
+    """The `fcompile` for export_library: None links with the host compiler."""
+    cc = _CROSS_CC.get(device.target.family)
+    if cc is None:
+        return None
+    if shutil.which(cc) is None:
+        raise ConfigError(f"cross compiler {cc} for '{device.name}' is not installed",
+                          f"apt-get install {_APT_FOR_CC[cc]}", file=device.file, line=device.line)
+    from tvm.support import cc as tvm_cc
+
+    return tvm_cc.cross_compiler(cc)

@@ -1,0 +1,198 @@
+"""devices.yaml: the registry of devices, validated up front into dataclasses."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from farm.config.schema import Node
+from farm.config.yamlsrc import Source, load_yaml
+from farm.errors import ConfigError
+
+FAMILIES = ["x86", "arm", "hexagon"]
+TRANSPORTS = ["local", "tracker", "qemu", "ssh", "hexagon-sim"]
+EMULATED_TRANSPORTS = {"qemu", "hexagon-sim"}
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+
+@dataclass(frozen=True)
+class TargetSpec:
+    """What the device's code is compiled for: a family plus TVM target attributes."""
+
+    family: str
+    mcpu: str | None = None  # "host": resolved to this machine's CPU at run time
+    mtriple: str | None = None
+    mattr: tuple[str, ...] = ()
+    tag: str | None = None  # TVM target tag, e.g. qcom/hexagon-v68
+
+    def describe(self) -> str:
+        if self.tag:
+            return self.tag
+        parts = [self.family, self.mcpu or ""] + [a for a in self.mattr]
+        return " ".join(p for p in parts if p)
+
+
+@dataclass(frozen=True)
+class TransportSpec:
+    """How the device is reached; `options` holds the kind's own validated settings."""
+
+    kind: str
+    options: dict[str, Any] = field(default_factory=dict)
+
+    def describe(self) -> str:
+        o = self.options
+        if self.kind == "tracker":
+            return f"tracker {o['host']}:{o['port']}"
+        if self.kind == "ssh":
+            return f"ssh {o.get('user') + '@' if o.get('user') else ''}{o['host']}:{o['port']}"
+        return self.kind
+
+
+@dataclass(frozen=True)
+class Device:
+    name: str
+    target: TargetSpec
+    transport: TransportSpec
+    threads: int = 1
+    tags: tuple[str, ...] = ()
+    requires: tuple[str, ...] = ()  # host CPU features the device needs to run on this machine
+    emulated: bool = False
+    key: str = ""  # tracker key the device's server registers under
+    line: int = 0  # where it is declared, for later error messages
+    file: str = ""
+
+    def matches(self, selector: str) -> bool:
+        return selector in ("all", self.name) or selector in self.tags
+
+
+@dataclass
+class Registry:
+    file: str
+    devices: list[Device]
+
+    def get(self, name: str) -> Device:
+        for d in self.devices:
+            if d.name == name:
+                return d
+        raise ConfigError(f"no device named '{name}' in {self.file}",
+                          f"use one of: {', '.join(d.name for d in self.devices)}")
+
+    def select(self, selectors: list[str]) -> list[Device]:
+        """Devices matching any selector (name, tag or 'all'), in registry order."""
+        for s in selectors:
+            if not any(d.matches(s) for d in self.devices):
+                raise ConfigError(f"no device or tag '{s}' in {self.file}",
+                                  f"use one of: {', '.join(d.name for d in self.devices)}")
+        return [d for d in self.devices if any(d.matches(s) for s in selectors)]
+
+
+def _target(node: Node) -> TargetSpec:
+    family = node.choice("family", FAMILIES, required=True)
+    spec = TargetSpec(
+        family=family,
+        mcpu=node.get("mcpu", str),
+        mtriple=node.get("mtriple", str),
+        mattr=tuple(node.str_list("mattr")),
+        tag=node.get("tag", str),
+    )
+    if family == "hexagon" and not spec.tag:
+        raise node.error(None, "a hexagon target needs a 'tag'", "add e.g. `tag: qcom/hexagon-v68`")
+    if family != "hexagon" and spec.tag:
+        raise node.error("tag", "'tag' is only for hexagon targets", "use mcpu/mtriple/mattr instead")
+    for attr in spec.mattr:
+        if not re.match(r"^[+-][A-Za-z0-9_.-]+$", attr):
+            raise node.error("mattr", f"mattr item '{attr}' must start with + or -",
+                             "write e.g. [+neon, +dotprod]")
+    node.done()
+    return spec
+
+
+def _port(node: Node, key: str, default: int | None = None, required: bool = False) -> int | None:
+    return node.number(key, int, default, lo=1, hi=65535, required=required)
+
+
+def _transport(node: Node) -> TransportSpec:
+    kind = node.choice("kind", TRANSPORTS, required=True)
+    opts: dict[str, Any] = {}
+    if kind == "local":
+        opts["host"] = node.get("host", str, "127.0.0.1")
+    elif kind == "tracker":
+        opts["host"] = node.get("host", str, required=True)
+        opts["port"] = _port(node, "port", required=True)
+    elif kind == "qemu":
+        opts["cpu"] = node.get("cpu", str, "max")
+        opts["sysroot"] = node.get("sysroot", str)
+        opts["arch"] = node.choice("arch", ["aarch64"], "aarch64")
+    elif kind == "ssh":
+        opts["host"] = node.get("host", str, required=True)
+        opts["port"] = _port(node, "port", 22)
+        opts["user"] = node.get("user", str)
+        opts["identity"] = node.get("identity", str)
+        opts["known_hosts"] = node.get("known_hosts", str)
+        opts["workdir"] = node.get("workdir", str, "/tmp/farm")
+        opts["python"] = node.get("python", str, "python3")
+        opts["runtime"] = node.choice("runtime", ["installed", "push"], "installed")
+        opts["tracker"] = node.choice("tracker", ["direct", "tunnel"], "tunnel")
+        opts["tracker_host"] = node.get("tracker_host", str)
+        opts["tracker_port"] = _port(node, "tracker_port")
+        opts["connect_timeout"] = node.number("connect_timeout", float, 10.0, lo=0.1)
+        if "password" in node.data:
+            node._read.add("password")
+            raise node.error("password", "passwords are never stored in devices.yaml",
+                             "use `identity:` (a key file) or an ssh-agent")
+    elif kind == "hexagon-sim":
+        opts["simulator"] = node.choice("simulator", ["auto", "qemu", "sdk"], "auto")
+        opts["qemu_cpu"] = node.get("qemu_cpu", str, "v67")
+    node.done()
+    return TransportSpec(kind, opts)
+
+
+def _device(src: Source, index: int, data: Any) -> Device:
+    node = Node(src, ("devices", index), data, f"device #{index + 1}")
+    name = node.get("name", str, required=True)
+    if not _NAME.match(name):
+        raise node.error("name", f"device name '{name}' has characters other than letters, digits, "
+                                 "'.', '_' and '-'", "rename it")
+    node.what = f"device '{name}'"
+    target = _target(node.child("target", f"target of '{name}'", required=True))
+    tnode = node.child("transport", f"transport of '{name}'")
+    transport = _transport(tnode) if tnode else TransportSpec("local", {"host": "127.0.0.1"})
+    if transport.kind == "local" and target.family != "x86":
+        raise node.error("transport", f"a local device runs on this x86 machine, but '{name}' "
+                                      f"is {target.family}", "use transport kind qemu, ssh or tracker")
+    device = Device(
+        name=name,
+        target=target,
+        transport=transport,
+        threads=node.number("threads", int, 1, lo=1),
+        tags=tuple(node.str_list("tags")),
+        requires=tuple(node.str_list("requires")),
+        emulated=node.get("emulated", bool, transport.kind in EMULATED_TRANSPORTS),
+        key=node.get("key", str, name),
+        line=src.line(("devices", index)),
+        file=src.file,
+    )
+    node.done()
+    return device
+
+
+def load_devices(path: str | Path) -> Registry:
+    """Read and validate a devices.yaml; raises ConfigError with file:line on the first problem."""
+    src = load_yaml(path)
+    root = Node(src, (), src.data, "devices file")
+    items = root.get("devices", list, required=True)
+    root.done()
+    if not items:
+        raise src.error(("devices",), "the device list is empty", "register at least one device")
+    devices: list[Device] = []
+    seen: dict[str, int] = {}
+    for i, data in enumerate(items):
+        device = _device(src, i, data)
+        if device.name in seen:
+            raise src.error(("devices", i, "name"), f"duplicate device name '{device.name}' "
+                            f"(first at line {seen[device.name]})", "give each device its own name")
+        seen[device.name] = device.line
+        devices.append(device)
+    return Registry(src.file, devices)

@@ -1,0 +1,89 @@
+"""ONNX Runtime as the independent reference, and seeded inputs for a model."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnx.numpy_helper
+import onnxruntime as ort
+
+from farm.config.suites import InputSpec
+from farm.errors import FarmError
+
+_ONNX_DTYPES = {onnx.TensorProto.FLOAT: "float32", onnx.TensorProto.FLOAT16: "float16",
+                onnx.TensorProto.UINT8: "uint8", onnx.TensorProto.INT8: "int8",
+                onnx.TensorProto.INT32: "int32", onnx.TensorProto.INT64: "int64"}
+
+
+@dataclass(frozen=True)
+class TensorInfo:
+    name: str
+    shape: tuple[int, ...]
+    dtype: str
+
+
+def model_inputs(model: onnx.ModelProto) -> list[TensorInfo]:
+    """Graph inputs that are not initializers; unknown dims become 1 (batch)."""
+    inits = {i.name for i in model.graph.initializer}
+    out = []
+    for vi in model.graph.input:
+        if vi.name in inits:
+            continue
+        tt = vi.type.tensor_type
+        shape = tuple(d.dim_value if d.dim_value > 0 else 1 for d in tt.shape.dim)
+        out.append(TensorInfo(vi.name, shape, _ONNX_DTYPES.get(tt.elem_type, "float32")))
+    return out
+
+
+def make_inputs(infos: list[TensorInfo], spec: InputSpec) -> list[dict[str, np.ndarray]]:
+    """`spec.count` seeded input sets; the suite may override shape and dtype of a single input."""
+    rng = np.random.default_rng(spec.seed)
+    sets = []
+    for _ in range(spec.count):
+        feed = {}
+        for info in infos:
+            shape = spec.shape if (spec.shape and len(infos) == 1) else info.shape
+            dtype = spec.dtype if (spec.dtype and len(infos) == 1) else info.dtype
+            if np.issubdtype(np.dtype(dtype), np.integer):
+                lo, hi = np.iinfo(dtype).min, np.iinfo(dtype).max
+                feed[info.name] = rng.integers(lo, hi, size=shape, endpoint=True).astype(dtype)
+            else:
+                feed[info.name] = rng.uniform(spec.low, spec.high, shape).astype(dtype)
+        sets.append(feed)
+    return sets
+
+
+def run_reference(path: Path, feeds: list[dict[str, np.ndarray]]) -> list[list[np.ndarray]]:
+    """ONNX Runtime with graph optimizations off: QDQ runs as dequantize → float op → quantize,
+    the exact semantics of the model (its fused int8 kernels may saturate on non-VNNI CPUs)."""
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    opts.log_severity_level = 3
+    try:
+        sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+        return [sess.run(None, feed) for feed in feeds]
+    except Exception as e:  # ORT raises its own exception types for bad graphs and feeds
+        raise FarmError(f"ONNX Runtime cannot run {path}: {str(e).splitlines()[0]}",
+                        "check the model and the suite's input shape/dtype") from None
+
+
+def output_steps(model: onnx.ModelProto) -> list[float | None]:
+    """Quantization step of each graph output: the scale of the DequantizeLinear producing it, 1
+    for an integer output, None for a float output of unknown grid."""
+    producers = {o: n for n in model.graph.node for o in n.output}
+    inits = {i.name: i for i in model.graph.initializer}
+    steps: list[float | None] = []
+    for out in model.graph.output:
+        elem = out.type.tensor_type.elem_type
+        node = producers.get(out.name)
+        if _ONNX_DTYPES.get(elem, "float32") in ("uint8", "int8", "int32", "int64"):
+            steps.append(1.0)
+        elif node is not None and node.op_type == "DequantizeLinear" and node.input[1] in inits:
+            scale = onnx.numpy_helper.to_array(inits[node.input[1]])
+            steps.append(float(scale) if scale.size == 1 else None)
+        else:
+            steps.append(None)
+    return steps

@@ -1,0 +1,85 @@
+"""Turn a suite's model spec into ONNX files on disk: builtin models are built once and cached."""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import os
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import onnx
+
+from farm.errors import FarmError
+from farm.models import builders, quantize
+
+
+@dataclass(frozen=True)
+class Builtin:
+    build: Callable[[], onnx.ModelProto]
+    per_channel: bool = False
+
+
+BUILTINS: dict[str, Builtin] = {
+    "qresnet50": Builtin(builders.resnet50),
+    "tinyconv": Builtin(builders.tinyconv),
+    "tinyconv-perchannel": Builtin(builders.tinyconv, per_channel=True),
+}
+
+
+@dataclass(frozen=True)
+class ModelFiles:
+    """The int8 model under test and, where known, the float32 network it was quantized from."""
+
+    name: str
+    path: Path
+    fp32_path: Path | None = None
+
+
+def _recipe_hash(name: str) -> str:
+    """Hash of everything that decides a builtin's bytes, so a change to a builder rebuilds it."""
+    import onnxruntime
+
+    h = hashlib.sha256()
+    for mod in (builders, quantize):
+        h.update(inspect.getsource(mod).encode())
+    h.update(f"{name}|{onnx.__version__}|{onnxruntime.__version__}".encode())
+    return h.hexdigest()[:16]
+
+
+def _atomic_save(model: onnx.ModelProto, path: Path) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+    os.close(fd)
+    onnx.save(model, tmp)
+    os.replace(tmp, path)
+
+
+def build_builtin(name: str, cache_dir: Path) -> ModelFiles:
+    spec = BUILTINS[name]
+    digest = _recipe_hash(name)
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    fp32_path = cache_dir / f"{name}-{digest}-fp32.onnx"
+    int8_path = cache_dir / f"{name}-{digest}-int8.onnx"
+    if not int8_path.exists():
+        model = spec.build()
+        _atomic_save(model, fp32_path)
+        tmp = int8_path.with_suffix(".partial.onnx")
+        quantize.quantize_qdq(model, tmp, per_channel=spec.per_channel)
+        os.replace(tmp, int8_path)
+    return ModelFiles(name, int8_path, fp32_path if fp32_path.exists() else None)
+
+
+def load_onnx(path: Path) -> onnx.ModelProto:
+    """Load and check an ONNX file; unreadable or malformed files become a FarmError."""
+    if not path.exists():
+        raise FarmError(f"model file {path} does not exist", "check the suite's model path")
+    try:
+        model = onnx.load(str(path))
+        onnx.checker.check_model(model)
+    except Exception as e:  # onnx raises several unrelated types for corrupt files
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise FarmError(f"{path} is not a valid ONNX model ({first})",
+                        "re-export the model or point the suite at another file") from None
+    return model

@@ -1,0 +1,78 @@
+"""Per-device tables of one run: text (tabulate), markdown or JSON."""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+
+from tabulate import tabulate
+
+from farm.results.store import CheckResult, result_dict
+
+HEADERS = ["device", "target", "transport", "compile", "correctness", "max LSB", "exact", "top-1",
+           "median ms", "p90 ms", "CoV", "n", "notes"]
+
+
+def _fmt(value, spec: str) -> str:
+    return "" if value is None else format(value, spec)
+
+
+def device_rows(results: list[CheckResult]) -> dict[str, list[list[str]]]:
+    """suite → one row per device, in the order devices were run."""
+    grouped: dict[str, dict[str, dict[str, CheckResult]]] = defaultdict(dict)
+    for r in results:
+        grouped[r.suite].setdefault(r.device, {})[r.check] = r
+    tables: dict[str, list[list[str]]] = {}
+    for suite, devices in grouped.items():
+        rows = []
+        for device, checks in devices.items():
+            rows.append(_row(device, checks))
+        tables[suite] = rows
+    return tables
+
+
+def _row(device: str, checks: dict[str, CheckResult]) -> list[str]:
+    any_r = next(iter(checks.values()))
+    comp, corr, lat = checks.get("compile"), checks.get("correctness"), checks.get("latency")
+    notes: list[str] = []
+    if any_r.emulated:
+        notes.append("emulated")
+    compile_cell = ""
+    if comp:
+        if comp.status == "pass":
+            secs = comp.metrics.get("compile_seconds", 0)
+            compile_cell = "cached" if comp.metrics.get("cached") else f"{secs:.1f} s"
+        else:
+            compile_cell = comp.status
+    reasons = []
+    for r in (comp, corr, lat):
+        if r and r.reason and r.reason not in reasons and r.reason != "not compiled":
+            reasons.append(r.reason)
+    notes.extend(reasons)
+    cm = corr.metrics if corr else {}
+    lm = lat.metrics if lat and lat.status == "pass" else {}
+    ms = 1e3
+    return [
+        device, any_r.target, any_r.transport, compile_cell,
+        corr.status if corr else "",
+        _fmt(cm.get("max_lsb"), "g"),
+        _fmt(cm.get("exact"), ".2%"),
+        _fmt(cm.get("top1"), ".0%"),
+        _fmt(lm["median"] * ms if lm else None, ".2f"),
+        _fmt(lm["p90"] * ms if lm else None, ".2f"),
+        _fmt(lm.get("cov"), ".1%"),
+        _fmt(lm.get("n"), "d"),
+        "; ".join(notes),
+    ]
+
+
+def render(run: dict, results: list[CheckResult], fmt: str = "table") -> str:
+    if fmt == "json":
+        return json.dumps({"run": run, "results": [result_dict(r) for r in results]}, indent=1)
+    tablefmt = "github" if fmt == "md" else "simple"
+    parts = [f"run {run['id']}  ({run['status']})  host: {run['host_cpu']}  "
+             f"[{run['host_features']}]  tvm {run['tvm_version']}  commit {run['git_commit'] or '-'}"]
+    for suite, rows in device_rows(results).items():
+        title = f"## suite {suite}" if fmt == "md" else f"suite {suite}"
+        parts.append(f"\n{title}\n" + tabulate(rows, headers=HEADERS, tablefmt=tablefmt))
+    return "\n".join(parts)

@@ -1,0 +1,92 @@
+"""Correctness metrics against the reference, and latency statistics: pure functions on arrays."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from farm.config.suites import CorrectnessSpec
+
+
+def compare(outputs: list[list[np.ndarray]], refs: list[list[np.ndarray]],
+            steps: list[float | None]) -> dict:
+    """Compare device outputs with reference outputs over every input set and output tensor.
+
+    `steps[i]` is output i's quantization step (its LSB): differences are counted in steps, and
+    "exact" means the same quantized level. Without a step (a float output) "exact" means
+    numerically close (rtol 1e-5) and LSB figures are absent.
+    """
+    max_abs, max_lsb, exact, total, cos_min, top_hits, top_total = 0.0, 0.0, 0, 0, 1.0, 0, 0
+    has_lsb = all(s for s in steps)
+    for out_set, ref_set in zip(outputs, refs, strict=True):
+        for i, (out, ref) in enumerate(zip(out_set, ref_set, strict=True)):
+            if out.shape != ref.shape:
+                raise ValueError(f"output {i} has shape {out.shape}, reference {ref.shape}")
+            o, r = out.astype(np.float64), ref.astype(np.float64)
+            diff = np.abs(o - r)
+            max_abs = max(max_abs, float(diff.max(initial=0.0)))
+            step = steps[i] if i < len(steps) else None
+            if step:
+                levels = np.abs(np.rint(o / step) - np.rint(r / step))
+                max_lsb = max(max_lsb, float(levels.max(initial=0.0)))
+                exact += int((levels == 0).sum())
+            else:
+                exact += int(np.isclose(o, r, rtol=1e-5, atol=1e-6 * float(np.abs(r).max(initial=1))).sum())
+            total += o.size
+            cos_min = min(cos_min, cosine(o, r))
+            if i == 0 and o.ndim >= 1 and o.size > 1:
+                rows_o, rows_r = o.reshape(o.shape[0], -1), r.reshape(r.shape[0], -1)
+                top_hits += int((rows_o.argmax(1) == rows_r.argmax(1)).sum())
+                top_total += rows_o.shape[0]
+    return {
+        "max_abs": max_abs,
+        "max_lsb": max_lsb if has_lsb else None,
+        "exact": exact / total if total else 1.0,
+        "cosine": cos_min,
+        "top1": top_hits / top_total if top_total else None,
+        "elements": total,
+    }
+
+
+def cosine(a: np.ndarray, b: np.ndarray) -> float:
+    na, nb = float(np.linalg.norm(a)), float(np.linalg.norm(b))
+    if na == 0.0 or nb == 0.0:
+        return 1.0 if na == nb else 0.0
+    return float(np.dot(a.ravel(), b.ravel()) / (na * nb))
+
+
+def judge(m: dict, spec: CorrectnessSpec) -> list[str]:
+    """The thresholds `m` misses, as readable reasons (empty: pass)."""
+    bad = []
+    if m["max_lsb"] is not None and m["max_lsb"] > spec.max_lsb:
+        bad.append(f"max diff {m['max_lsb']:g} LSB > {spec.max_lsb:g}")
+    if m["exact"] < spec.min_exact:
+        bad.append(f"exact {m['exact']:.2%} < {spec.min_exact:.2%}")
+    if m["cosine"] < spec.min_cosine or math.isnan(m["cosine"]):
+        bad.append(f"cosine {m['cosine']:.5f} < {spec.min_cosine}")
+    if m["top1"] is not None and m["top1"] < spec.min_top1:
+        bad.append(f"top-1 agreement {m['top1']:.2%} < {spec.min_top1:.2%}")
+    return bad
+
+
+@dataclass(frozen=True)
+class LatencyStats:
+    n: int
+    mean: float
+    median: float
+    p90: float
+    min: float
+    max: float
+    cov: float  # coefficient of variation: std / mean
+
+    @classmethod
+    def of(cls, samples: list[float]) -> LatencyStats:
+        if not samples:
+            raise ValueError("no latency samples")
+        a = np.asarray(samples, dtype=np.float64)
+        mean = float(a.mean())
+        return cls(n=len(a), mean=mean, median=float(np.median(a)),
+                   p90=float(np.percentile(a, 90)), min=float(a.min()), max=float(a.max()),
+                   cov=float(a.std(ddof=1) / mean) if len(a) > 1 and mean > 0 else 0.0)

@@ -1,0 +1,92 @@
+"""The one interface every transport implements (local, tracker, qemu, ssh, hexagon-sim)."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from pathlib import Path
+from typing import ClassVar
+
+import numpy as np
+
+from farm.config.devices import Device
+from farm.config.suites import LatencySpec
+
+
+@dataclass(frozen=True)
+class Availability:
+    """Whether the device can run here; when not, why, and whether we still compile for it."""
+
+    runnable: bool
+    reason: str = ""
+    compile_only: bool = True  # an unrunnable device still gets its code built and inspected
+
+
+class DeviceFailure(Exception):
+    """The device (not the model) failed: server gone, session refused, upload broken."""
+
+    kind = "device"
+
+
+class DeviceTimeout(DeviceFailure):
+    kind = "timeout"
+
+
+@dataclass
+class FarmContext:
+    """What transports share within one farm: the embedded tracker and where files go."""
+
+    data_dir: Path
+    log_dir: Path
+    tracker: tuple[str, int] | None = None
+    detached: bool = False  # `farm up`: servers outlive this process
+
+
+class LoadedModel(ABC):
+    @abstractmethod
+    def run(self, inputs: list[np.ndarray]) -> list[np.ndarray]:
+        """One inference; outputs as numpy arrays in graph order."""
+
+    @abstractmethod
+    def time(self, inputs: list[np.ndarray], spec: LatencySpec) -> list[float]:
+        """Per-call latencies in seconds (one per repeat, each the mean of `number` calls)."""
+
+
+class DeviceSession(ABC):
+    @abstractmethod
+    def load(self, lib: Path) -> LoadedModel:
+        """Upload a compiled library to the device and load it."""
+
+    def close(self) -> None:
+        """Release the device (back to the tracker's pool)."""
+
+    def __enter__(self) -> DeviceSession:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+class Transport(ABC):
+    kind: ClassVar[str]
+
+    def __init__(self, device: Device, ctx: FarmContext):
+        self.device, self.ctx = device, ctx
+
+    def availability(self) -> Availability:
+        """A cheap local check, made before anything is started."""
+        return Availability(True)
+
+    def start(self) -> None:
+        """Bring the device up (start its server); called once per run before `open`."""
+
+    def stop(self) -> None:
+        """Undo `start`; must be safe to call more than once and after a failed start."""
+
+    def pids(self) -> list[int]:
+        """Process groups this transport started (recorded by `farm up` for `farm down`)."""
+        return []
+
+    @abstractmethod
+    def open(self, timeout: float) -> DeviceSession:
+        """A session on the device, waiting at most `timeout` seconds for it."""

@@ -1,0 +1,78 @@
+"""`local`: a TVM rpc_server on this machine, started by the farm, registered with its tracker."""
+
+from __future__ import annotations
+
+from farm.compile.host import host_info
+from farm.transports.base import Availability, DeviceFailure
+from farm.transports.procs import Child, free_port, python_module
+from farm.transports.rpc import RPCTransport, free_servers, wait_registered
+
+# LLVM target features that, when the target has them and this CPU does not, make code SIGILL.
+# Keys: LLVM spelling; values: /proc/cpuinfo spelling.
+ISA_FEATURES = {"avx": "avx", "avx2": "avx2", "fma": "fma", "avx512f": "avx512f",
+                "avx512bw": "avx512bw", "avx512vl": "avx512vl", "avx512vnni": "avx512_vnni",
+                "avxvnni": "avx_vnni", "avx512bf16": "avx512_bf16", "avx512fp16": "avx512_fp16",
+                "amx-int8": "amx_int8"}
+REGISTER_TIMEOUT = 60.0
+
+
+def missing_features(device) -> list[str]:
+    """Instruction-set features the device's code may use that this host lacks."""
+    host = host_info()
+    need = set(device.requires)
+    if device.target.mcpu not in (None, "host"):
+        import tvm
+        from tvm.target import codegen
+
+        from farm.compile.targets import target_dict
+
+        feats = codegen.llvm_get_cpu_features(tvm.target.Target(target_dict(device)))
+        need |= {ISA_FEATURES[f] for f in feats if f in ISA_FEATURES}
+    need |= {ISA_FEATURES[a[1:]] for a in device.target.mattr
+             if a.startswith("+") and a[1:] in ISA_FEATURES}
+    return sorted(f for f in need if f not in host.features)
+
+
+class LocalTransport(RPCTransport):
+    kind = "local"
+
+    def __init__(self, device, ctx):
+        super().__init__(device, ctx)
+        self.server: Child | None = None
+
+    def availability(self) -> Availability:
+        if host_info().machine != "x86_64":
+            return Availability(False, f"this host is {host_info().machine}, not x86_64")
+        missing = missing_features(self.device)
+        if missing:
+            return Availability(False, f"host CPU lacks {', '.join(missing)} (compile-only here)")
+        return Availability(True)
+
+    def start(self) -> None:
+        addr = self.tracker_address()
+        if free_servers(addr, self.device.key) > 0:
+            return  # a server of `farm up` is already serving this key
+        host = self.device.transport.options["host"]
+        port = free_port(host)
+        self.server = Child(
+            f"rpc_server-{self.device.name}",
+            python_module("tvm.exec.rpc_server", "--tracker", f"{addr[0]}:{addr[1]}",
+                          "--key", self.device.key, "--host", host,
+                          "--port", str(port), "--port-end", str(port + 100)),
+            self.ctx.log_dir / f"server-{self.device.name}.log",
+            env={"TVM_NUM_THREADS": str(self.device.threads)},
+            detached=self.ctx.detached)
+        try:
+            wait_registered(addr, self.device.key, REGISTER_TIMEOUT, self.server.alive,
+                            self.server.tail)
+        except DeviceFailure:
+            self.stop()
+            raise
+
+    def pids(self) -> list[int]:
+        return [self.server.pid] if self.server else []
+
+    def stop(self) -> None:
+        if self.server is not None:
+            self.server.stop()
+            self.server = None

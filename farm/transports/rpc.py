@@ -1,0 +1,129 @@
+"""Sessions through a TVM RPC tracker: shared by every transport whose device runs TVM's
+rpc_server (local, tracker, qemu, ssh)."""
+
+from __future__ import annotations
+
+import socket
+import time
+from pathlib import Path
+
+import numpy as np
+
+from farm.config.suites import LatencySpec
+from farm.transports.base import DeviceFailure, DeviceSession, DeviceTimeout, LoadedModel, Transport
+
+
+def tracker_summary(addr: tuple[str, int], timeout: float = 5.0) -> dict:
+    from tvm import rpc
+
+    # TVM's client retries a refused connection for 60 s; probe first so a dead tracker fails fast
+    try:
+        socket.create_connection(addr, timeout=timeout).close()
+    except OSError as e:
+        raise DeviceFailure(f"tracker {addr[0]}:{addr[1]} does not answer ({e.strerror or e})") from None
+    old = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(timeout)
+    try:
+        return rpc.connect_tracker(*addr).summary()
+    except (OSError, RuntimeError, ValueError) as e:
+        raise DeviceFailure(f"tracker {addr[0]}:{addr[1]} does not answer ({e})") from None
+    finally:
+        socket.setdefaulttimeout(old)
+
+
+def free_servers(addr: tuple[str, int], key: str) -> int:
+    return tracker_summary(addr)["queue_info"].get(key, {}).get("free", 0)
+
+
+def wait_registered(addr: tuple[str, int], key: str, timeout: float, alive=lambda: True,
+                    why_dead=lambda: "") -> None:
+    """Block until the tracker lists a free server under `key`."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if free_servers(addr, key) > 0:
+                return
+        except DeviceFailure:
+            pass  # the tracker may still be starting
+        if not alive():
+            raise DeviceFailure(f"the RPC server for '{key}' exited: {why_dead()}")
+        if time.monotonic() > deadline:
+            raise DeviceTimeout(f"no server registered under key '{key}' within {timeout:.0f} s")
+        time.sleep(0.25)
+
+
+class RPCModel(LoadedModel):
+    def __init__(self, remote, lib_name: str):
+        from tvm import relax
+
+        self.remote = remote
+        self.dev = remote.cpu()
+        self.vm = relax.VirtualMachine(remote.load_module(lib_name), self.dev)
+
+    def _args(self, inputs: list[np.ndarray]):
+        import tvm
+
+        return [tvm.runtime.tensor(x, self.dev) for x in inputs]
+
+    def run(self, inputs: list[np.ndarray]) -> list[np.ndarray]:
+        out = self.vm["main"](*self._args(inputs))
+        items = out if isinstance(out, (list, tuple)) or type(out).__name__ == "Array" else [out]
+        return [o.numpy() for o in items]
+
+    def time(self, inputs: list[np.ndarray], spec: LatencySpec) -> list[float]:
+        args = self._args(inputs)
+        for _ in range(spec.warmup):
+            self.vm["main"](*args)
+        evaluator = self.vm.time_evaluator("main", self.dev, number=spec.number, repeat=spec.repeat,
+                                           min_repeat_ms=spec.min_repeat_ms)
+        return list(evaluator(*args).results)
+
+
+class RPCSession(DeviceSession):
+    def __init__(self, remote):
+        self.remote = remote
+
+    def load(self, lib: Path) -> LoadedModel:
+        name = f"{lib.parent.name}-{lib.name}"  # unique per artifact: a server may cache by name
+        try:
+            self.remote.upload(str(lib), target=name)
+            return RPCModel(self.remote, name)
+        except Exception as e:  # RPC errors surface as TVMError/RPCError with remote tracebacks
+            raise DeviceFailure(f"upload/load failed: {_last_line(e)}") from None
+
+    def close(self) -> None:
+        self.remote = None  # dropping the last reference closes the session
+
+
+class RPCTransport(Transport):
+    """A device reached through a tracker under `device.key`."""
+
+    def tracker_address(self) -> tuple[str, int]:
+        if self.ctx.tracker is None:
+            raise DeviceFailure("no tracker is running for this farm")
+        return self.ctx.tracker
+
+    def open(self, timeout: float) -> DeviceSession:
+        from tvm import rpc
+
+        addr, key = self.tracker_address(), self.device.key
+        summary = tracker_summary(addr)
+        if key not in summary["queue_info"]:
+            raise DeviceFailure(f"tracker {addr[0]}:{addr[1]} has no server with key '{key}'")
+        old = socket.getdefaulttimeout()
+        socket.setdefaulttimeout(timeout)  # bounds the queue wait: request() blocks otherwise
+        try:
+            tracker = rpc.connect_tracker(*addr)
+            remote = tracker.request(key, priority=1, session_timeout=0)
+        except TimeoutError:
+            raise DeviceTimeout(f"no free '{key}' server within {timeout:.0f} s") from None
+        except (OSError, RuntimeError) as e:
+            raise DeviceFailure(f"cannot get a '{key}' session: {_last_line(e)}") from None
+        finally:
+            socket.setdefaulttimeout(old)
+        return RPCSession(remote)
+
+
+def _last_line(e: BaseException) -> str:
+    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+    return lines[-1] if lines else type(e).__name__

@@ -1,0 +1,25 @@
+"""`tracker`: a device already served by an existing TVM tracker (a real board, a lab)."""
+
+from __future__ import annotations
+
+from farm.transports.base import Availability, DeviceFailure
+from farm.transports.rpc import RPCTransport, tracker_summary
+
+
+class TrackerTransport(RPCTransport):
+    kind = "tracker"
+
+    def tracker_address(self) -> tuple[str, int]:
+        o = self.device.transport.options
+        return o["host"], o["port"]
+
+    def availability(self) -> Availability:
+        addr = self.tracker_address()
+        try:
+            summary = tracker_summary(addr, timeout=3.0)
+        except DeviceFailure as e:
+            return Availability(False, str(e))
+        if self.device.key not in summary["queue_info"]:
+            return Availability(False, f"tracker {addr[0]}:{addr[1]} lists no server with key "
+                                       f"'{self.device.key}'")
+        return Availability(True)

@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Set up everything farm needs on a fresh Debian machine, idempotently:
+# Debian packages (emulators, cross compilers, sshd) when run as root, and .venv with farm in it.
+# Sourced by scripts/farm and scripts/test; safe to run again (it only does what is missing).
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+VENV="$ROOT/.venv"
+APT_PACKAGES=(qemu-user-static gcc-aarch64-linux-gnu binutils-aarch64-linux-gnu clang lld
+              openssh-server openssh-client)
+
+missing=()
+for p in "${APT_PACKAGES[@]}"; do
+  dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    echo "bootstrap: installing Debian packages: ${missing[*]}" >&2
+    apt-get update -qq >&2
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2
+  else
+    echo "bootstrap: missing Debian packages (${missing[*]}); emulated and SSH devices will be" \
+         "reported unavailable. Install them with: sudo apt-get install ${missing[*]}" >&2
+  fi
+fi
+
+stamp="$VENV/.farm-$(sha256sum "$ROOT/pyproject.toml" | cut -c1-16)"
+if [ ! -f "$stamp" ]; then
+  [ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"
+  echo "bootstrap: installing farm and its Python dependencies into $VENV" >&2
+  "$VENV/bin/pip" install -q --upgrade pip >&2
+  "$VENV/bin/pip" install -q -e "$ROOT[test]" >&2
+  rm -f "$VENV"/.farm-*
+  touch "$stamp"
+fi
