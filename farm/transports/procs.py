@@ -1,10 +1,9 @@
 """Child processes the farm starts (tracker, RPC servers, emulators): each in its own process
-group with its output in a log file, killed as a group, and sent SIGTERM by the kernel if the
-farm itself dies, so no orphan survives a crash or Ctrl-C."""
+group with its output in a log file, killed as a group, and run under farm.transports.guard so
+the group dies with the farm, so no orphan survives a crash or Ctrl-C."""
 
 from __future__ import annotations
 
-import ctypes
 import os
 import signal
 import socket
@@ -12,15 +11,6 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-
-_PR_SET_PDEATHSIG = 1
-
-
-def _die_with_parent() -> None:
-    try:
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
-    except OSError:
-        pass  # not Linux: rely on the explicit stop
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -36,11 +26,12 @@ class Child:
                  detached: bool = False):
         self.name, self.argv, self.log = name, argv, log
         log.parent.mkdir(parents=True, exist_ok=True)
+        if not detached:
+            argv = [sys.executable, "-m", "farm.transports.guard", str(os.getpid()), *argv]
         with open(log, "ab") as out:
             self.proc = subprocess.Popen(
                 argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                env={**os.environ, **(env or {})}, start_new_session=True,
-                preexec_fn=None if detached else _die_with_parent)
+                env={**os.environ, **(env or {})}, start_new_session=True)
 
     @property
     def pid(self) -> int:

@@ -1,0 +1,50 @@
+"""Shared fixtures: a per-session data dir (model + compile cache shared between tests) and
+helpers to write config files and run the CLI in-process."""
+
+from __future__ import annotations
+
+import os
+import textwrap
+from pathlib import Path
+
+import psutil
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="session")
+def shared_data(tmp_path_factory) -> Path:
+    """A data dir reused across tests so builtin models and artifacts are built once."""
+    return tmp_path_factory.mktemp("farmdata")
+
+
+@pytest.fixture
+def write(tmp_path):
+    """write("name.yaml", text) → Path, with the text dedented."""
+
+    def _write(name: str, text: str) -> Path:
+        p = tmp_path / name
+        p.write_text(textwrap.dedent(text).lstrip("\n"))
+        return p
+
+    return _write
+
+
+@pytest.fixture
+def no_orphans():
+    """Fails the test if it leaves any child process of this test process behind."""
+    before = {p.pid for p in psutil.Process(os.getpid()).children(recursive=True)}
+    yield
+    left = [p for p in psutil.Process(os.getpid()).children(recursive=True)
+            if p.pid not in before and p.status() != psutil.STATUS_ZOMBIE]
+    assert not left, f"processes left behind: {[(p.pid, p.cmdline()[:4]) for p in left]}"
+
+
+HOST_ONLY = """
+devices:
+  - name: host
+    target: {family: x86, mcpu: host}
+    transport: {kind: local}
+    tags: [x86]
+"""

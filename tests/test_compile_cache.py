@@ -1,0 +1,38 @@
+"""The artifact cache: a rerun compiles nothing; a corrupt entry is detected and rebuilt."""
+
+from __future__ import annotations
+
+from farm.compile.build import compile_model
+from farm.compile.cache import cache_key
+from farm.config.devices import load_devices
+from farm.models.registry import build_builtin
+from tests.conftest import HOST_ONLY
+
+
+def test_rerun_hits_cache_and_corruption_rebuilds(write, tmp_path, shared_data):
+    device = load_devices(write("devices.yaml", HOST_ONLY)).devices[0]
+    model = build_builtin("tinyconv", shared_data / "models")
+    cache = tmp_path / "cache"
+    first = compile_model(model.path, device, cache)
+    assert not first.cached and first.lib.exists()
+    second = compile_model(model.path, device, cache)
+    assert second.cached and second.key == first.key and second.lib == first.lib
+    first.lib.write_bytes(b"not a library")  # corrupt the entry
+    third = compile_model(model.path, device, cache)
+    assert not third.cached and third.lib.read_bytes() != b"not a library"
+
+
+def test_key_depends_on_model_target_and_options(shared_data):
+    model = build_builtin("tinyconv", shared_data / "models")
+    other = build_builtin("tinyconv-perchannel", shared_data / "models")
+    base = cache_key(model.path, {"kind": "llvm"}, {})
+    assert base == cache_key(model.path, {"kind": "llvm"}, {})
+    assert base != cache_key(other.path, {"kind": "llvm"}, {})
+    assert base != cache_key(model.path, {"kind": "llvm", "mcpu": "znver3"}, {})
+    assert base != cache_key(model.path, {"kind": "llvm"}, {"x": 1})
+
+
+def test_builtin_models_are_deterministic(tmp_path):
+    a = build_builtin("tinyconv", tmp_path / "a")
+    b = build_builtin("tinyconv", tmp_path / "b")
+    assert a.path.read_bytes() == b.path.read_bytes()
