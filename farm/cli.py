@@ -36,6 +36,8 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--model", type=Path, help="run the default checks on this ONNX file")
     run.add_argument("--device", action="append", default=[], help="device name or tag (repeatable)")
     run.add_argument("--format", choices=["table", "md", "json"], default="table")
+    run.add_argument("--resume", metavar="RUN", help="continue an interrupted run without repeating "
+                     "finished work (same suites and devices as the original run)")
 
     devices = sub.add_parser("devices", help="list or probe the registered devices")
     dsub = devices.add_subparsers(dest="devices_cmd", required=True)

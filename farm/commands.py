@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 
 from tabulate import tabulate
@@ -40,10 +41,35 @@ def _pairs(args, registry: Registry) -> list[tuple[Suite, list[Device]]]:
     return pairs
 
 
+def _resume_plan(args: argparse.Namespace) -> None:
+    """Replace the run's arguments by those recorded for the run being resumed."""
+    store = Store(default_db(args.data_dir))
+    try:
+        row = store.run(args.resume)
+    finally:
+        store.close()
+    if row is None:
+        raise FarmError(f"no run '{args.resume}' to resume in {default_db(args.data_dir)}",
+                        "give a run id from `farm report`")
+    if row["status"] == "done":
+        raise FarmError(f"run {row['id']} is already complete", "start a new run instead")
+    plan = json.loads(row["plan"] or "{}")
+    args.resume = row["id"]
+    args.suite, args.device = plan.get("suite", []), plan.get("device", [])
+    args.model = Path(plan["model"]) if plan.get("model") else None
+    args.devices = Path(plan.get("devices", args.devices))
+
+
 def cmd_run(args: argparse.Namespace, command: str) -> int:
+    if args.resume:
+        _resume_plan(args)
     registry = load_devices(args.devices)
     pairs = _pairs(args, registry)
-    outcome = run(pairs, RunOptions(data_dir=args.data_dir, command=command))
+    plan = {"suite": [str(find_suite(s, _default("suites")).resolve()) for s in args.suite],
+            "model": str(args.model.resolve()) if args.model else None,
+            "device": args.device, "devices": str(Path(args.devices).resolve())}
+    outcome = run(pairs, RunOptions(data_dir=args.data_dir, command=command, plan=plan,
+                                    resume=args.resume))
     print(_report(args.data_dir, outcome.run_id, args.format))
     return 0 if outcome.ok else 1
 
@@ -76,15 +102,21 @@ def cmd_devices(args: argparse.Namespace, command: str) -> int:
     ctx = _ctx(args)
     names = getattr(args, "name", None)
     devices = [registry.get(n) for n in names] if names else registry.devices
+    store = Store(default_db(args.data_dir))
+    health = store.health()
+    store.close()
     rows, bad = [], 0
     for d in devices:
         avail = make_transport(d, ctx).availability()
         status = "available" if avail.runnable else "unavailable"
         bad += not avail.runnable
+        last = health.get(d.name)
         rows.append([d.name, d.target.describe(), d.transport.describe(), d.threads,
-                     ",".join(d.tags), status + (" (emulated)" if d.emulated else ""), avail.reason])
+                     ",".join(d.tags), status + (" (emulated)" if d.emulated else ""), avail.reason,
+                     f"{last['status']} in {last['run_id']}" + (f": {last['reason']}" if last["reason"] else "")
+                     if last else "-"])
     print(tabulate(rows, headers=["name", "target", "transport", "threads", "tags", "status",
-                                  "reason"]))
+                                  "reason", "last health"]))
     return 1 if (args.devices_cmd == "check" and names and bad) else 0
 
 

@@ -7,7 +7,9 @@ class FarmError(Exception):
     """A problem the user can fix: printed as one line, exit code 2."""
 
     def __init__(self, what: str, todo: str = "", *, file: str | None = None, line: int | None = None):
-        self.what, self.todo, self.file, self.line = what, todo, file, line
+        # one line, always: messages from YAML, TVM or ONNX may carry newlines
+        self.what, self.todo = " ".join(what.split()), " ".join(todo.split())
+        self.file, self.line = file, line
         super().__init__(self.format())
 
     def format(self) -> str:

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from farm.config.schema import Node
+from farm.config.suites import read_timeouts
 from farm.config.yamlsrc import Source, load_yaml
 from farm.errors import ConfigError
 
@@ -62,6 +63,9 @@ class Device:
     key: str = ""  # tracker key the device's server registers under
     line: int = 0  # where it is declared, for later error messages
     file: str = ""
+    retries: int = 1  # a failing device is brought up again this many times, then quarantined
+    retry_backoff: float = 2.0  # seconds before the first retry, doubling after each
+    timeouts: dict[str, float] = field(default_factory=dict)  # overrides the suite's timeouts
 
     def matches(self, selector: str) -> bool:
         return selector in ("all", self.name) or selector in self.tags
@@ -173,6 +177,9 @@ def _device(src: Source, index: int, data: Any) -> Device:
         key=node.get("key", str, name),
         line=src.line(("devices", index)),
         file=src.file,
+        retries=node.number("retries", int, 1, lo=0, hi=10),
+        retry_backoff=node.number("retry_backoff", float, 2.0, lo=0, hi=600),
+        timeouts=read_timeouts(node.child("timeouts", f"timeouts of '{name}'")),
     )
     node.done()
     return device

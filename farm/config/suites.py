@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
 from farm.config.schema import Node
@@ -51,6 +51,23 @@ class LatencySpec:
 
 
 @dataclass(frozen=True)
+class Timeouts:
+    """Seconds each step may take before the device is declared hung (kind 'timeout')."""
+
+    compile: float = 3600.0
+    open: float = 300.0  # bring-up and waiting in the tracker's queue for a free device
+    upload: float = 300.0
+    run: float = 600.0  # one inference
+    measure: float = 1800.0  # the whole latency measurement
+
+    def merged(self, override: dict[str, float]) -> Timeouts:
+        return replace(self, **override)
+
+
+TIMEOUT_KEYS = [f.name for f in fields(Timeouts)]
+
+
+@dataclass(frozen=True)
 class Suite:
     name: str
     file: str
@@ -59,6 +76,7 @@ class Suite:
     correctness: CorrectnessSpec = field(default_factory=CorrectnessSpec)
     latency: LatencySpec = field(default_factory=LatencySpec)
     devices: tuple[str, ...] = ("all",)
+    timeouts: Timeouts = field(default_factory=Timeouts)
 
 
 def _model(node: Node, base: Path) -> ModelSpec:
@@ -122,6 +140,17 @@ def _latency(node: Node | None) -> LatencySpec:
     return spec
 
 
+def read_timeouts(node: Node | None) -> dict[str, float]:
+    """The `timeouts:` mapping of a suite or a device: only the keys given."""
+    if node is None:
+        return {}
+    out = {k: node.number(k, float, lo=0.1) for k in TIMEOUT_KEYS if node.has(k)}
+    for k in TIMEOUT_KEYS:
+        node.get(k, float)  # mark as known for done()
+    node.done()
+    return out
+
+
 def load_suite(path: str | Path) -> Suite:
     """Read and validate one suite file."""
     src = load_yaml(path)
@@ -135,6 +164,7 @@ def load_suite(path: str | Path) -> Suite:
         correctness=_correctness(root.child("correctness", "correctness")),
         latency=_latency(root.child("latency", "latency")),
         devices=tuple(root.str_list("devices", ["all"])) or ("all",),
+        timeouts=Timeouts(**read_timeouts(root.child("timeouts", "timeouts"))),
     )
     root.done()
     return suite

@@ -54,11 +54,13 @@ def load_yaml(path: str | Path) -> Source:
     """Parse a YAML file; syntax errors become ConfigError with the line."""
     file = str(path)
     try:
-        text = Path(path).read_text()
+        text = Path(path).read_text(encoding="utf-8")
     except OSError as e:
         raise ConfigError(f"cannot read file ({e.strerror})", "check the path", file=file) from None
-    loader = yaml.SafeLoader(text)
+    except UnicodeDecodeError:
+        raise ConfigError("the file is not UTF-8 text", "save it as UTF-8", file=file) from None
     try:
+        loader = yaml.SafeLoader(text)
         node = loader.get_single_node()
     except yaml.MarkedYAMLError as e:
         mark = e.problem_mark or e.context_mark

@@ -23,7 +23,8 @@ CREATE TABLE IF NOT EXISTS runs (
     git_commit TEXT,
     tvm_version TEXT,
     host_cpu TEXT,
-    host_features TEXT
+    host_features TEXT,
+    plan TEXT  -- JSON: what was asked (suites, devices), so `farm run --resume` can continue it
 );
 CREATE TABLE IF NOT EXISTS results (
     run_id TEXT NOT NULL REFERENCES runs(id),
@@ -39,6 +40,13 @@ CREATE TABLE IF NOT EXISTS results (
     emulated INTEGER NOT NULL DEFAULT 0,
     recorded REAL NOT NULL,
     UNIQUE (run_id, device, suite, check_name)
+);
+CREATE TABLE IF NOT EXISTS health (
+    device TEXT PRIMARY KEY,
+    run_id TEXT,
+    checked REAL NOT NULL,
+    status TEXT NOT NULL,  -- ok | quarantined | unavailable
+    reason TEXT NOT NULL DEFAULT ''
 );
 """
 
@@ -84,19 +92,34 @@ class Store:
         self.db.row_factory = sqlite3.Row
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.executescript(SCHEMA)
+        columns = {r["name"] for r in self.db.execute("PRAGMA table_info(runs)")}
+        if "plan" not in columns:  # databases written before --resume existed
+            self.db.execute("ALTER TABLE runs ADD COLUMN plan TEXT")
 
     def close(self) -> None:
         self.db.close()
 
-    def begin_run(self, run_id: str, command: str, host: dict[str, str]) -> None:
+    def begin_run(self, run_id: str, command: str, host: dict[str, str], plan: dict | None = None) -> None:
         import tvm
 
         with self.db:
             self.db.execute(
                 "INSERT INTO runs (id, started, command, git_commit, tvm_version, host_cpu, "
-                "host_features) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                "host_features, plan) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                 (run_id, time.time(), command, git_commit(Path(__file__).parent), tvm.__version__,
-                 host["cpu"], host["features"]))
+                 host["cpu"], host["features"], json.dumps(plan or {})))
+
+    def reopen_run(self, run_id: str) -> None:
+        with self.db:
+            self.db.execute("UPDATE runs SET status = 'running', finished = NULL WHERE id = ?", (run_id,))
+
+    def set_health(self, device: str, run_id: str, status: str, reason: str = "") -> None:
+        with self.db:
+            self.db.execute("INSERT OR REPLACE INTO health VALUES (?, ?, ?, ?, ?)",
+                            (device, run_id, time.time(), status, reason))
+
+    def health(self) -> dict[str, dict[str, Any]]:
+        return {r["device"]: dict(r) for r in self.db.execute("SELECT * FROM health")}
 
     def finish_run(self, run_id: str, status: str) -> None:
         with self.db:

@@ -1,5 +1,6 @@
-"""Runs suites on devices: compile → bring up → correctness → latency, each outcome recorded as
-data (never raised) and committed to the store as soon as it is known."""
+"""Runs suites on devices: compile → bring up → correctness → latency. Every outcome is data
+(a CheckResult with a kind), committed to the store as soon as it is known; a failing device is
+retried, then quarantined for the rest of the run."""
 
 from __future__ import annotations
 
@@ -11,16 +12,18 @@ from pathlib import Path
 
 import numpy as np
 
-from farm.compile.build import Artifact, CompileError, compile_model
+from farm.compile.build import Artifact, CompileError
 from farm.compile.host import INTERESTING, host_info
+from farm.compile.worker import compile_isolated
 from farm.config.devices import Device
-from farm.config.suites import Suite
+from farm.config.suites import Suite, Timeouts
 from farm.errors import FarmError
 from farm.models.reference import make_inputs, model_inputs, output_steps, run_reference
 from farm.models.registry import ModelFiles, build_builtin, load_onnx
 from farm.results.store import CheckResult, Store, default_db, new_run_id
 from farm.run.metrics import LatencyStats, compare, judge
-from farm.transports.base import DeviceFailure, DeviceSession
+from farm.run.watchdog import bounded
+from farm.transports.base import DeviceFailure
 from farm.transports.embedded import Farm
 
 Progress = Callable[[str], None]
@@ -34,8 +37,9 @@ def stderr_progress(msg: str) -> None:
 class RunOptions:
     data_dir: Path = Path(".farm")
     progress: Progress = stderr_progress
-    open_timeout: float = 300.0  # waiting for a free device in the tracker's queue
     command: str = ""
+    plan: dict = field(default_factory=dict)  # what was asked, stored for --resume
+    resume: str | None = None  # continue this run id instead of starting a new one
 
 
 @dataclass
@@ -70,96 +74,146 @@ def prepare(suite: Suite, data_dir: Path) -> PreparedSuite:
     return PreparedSuite(suite, model, feeds, run_reference(model.path, feeds), output_steps(proto))
 
 
-class _Recorder:
-    def __init__(self, store: Store, run_id: str, outcome: RunOutcome, progress: Progress):
-        self.store, self.run_id, self.outcome, self.progress = store, run_id, outcome, progress
+class Session:
+    """One run's bookkeeping: records results, remembers quarantined devices."""
 
-    def __call__(self, r: CheckResult) -> CheckResult:
+    def __init__(self, store: Store, run_id: str, opts: RunOptions):
+        self.store, self.run_id, self.opts = store, run_id, opts
+        self.outcome = RunOutcome(run_id)
+        self.quarantined: dict[str, str] = {}
+
+    def record(self, r: CheckResult) -> CheckResult:
         self.store.record(self.run_id, r)
         self.outcome.results.append(r)
         detail = f" ({r.kind}: {r.reason})" if r.reason else ""
-        self.progress(f"[{r.device}] {r.suite} {r.check}: {r.status}{detail}")
+        self.opts.progress(f"[{r.device}] {r.suite} {r.check}: {r.status}{detail}")
         return r
 
-
-def run_device(farm: Farm, prep: PreparedSuite, device: Device, opts: RunOptions,
-               record: _Recorder) -> None:
-    """All checks of one suite on one device; every failure becomes a recorded result."""
-    suite = prep.suite
-    label = dict(device=device.name, suite=suite.name, target=device.target.describe(),
-                 transport=device.transport.describe(), emulated=device.emulated)
-
-    def result(check: str, status: str, **kw) -> CheckResult:
-        return record(CheckResult(check=check, status=status, **label, **kw))
-
-    transport = farm.transport(device)
-    avail = transport.availability()
-    opts.progress(f"[{device.name}] compiling {prep.model.name} for {device.target.describe()}")
-    try:
-        art = compile_model(prep.model.path, device, opts.data_dir / "cache")
-    except (CompileError, FarmError) as e:
-        result("compile", "error", kind="compile", reason=e.format())
-        for check in ("correctness", "latency"):
-            result(check, "skipped", kind="compile", reason="not compiled")
-        return
-    result("compile", "pass", metrics=_compile_metrics(art))
-    checks = ["correctness"] + (["latency"] if suite.latency.enabled else [])
-    if not avail.runnable:
-        for check in checks:
-            result(check, "skipped", kind="unavailable", reason=avail.reason)
-        return
-    try:
-        farm.start(device)
-        with transport.open(opts.open_timeout) as session:
-            _run_checks(session, art, prep, result)
-    except DeviceFailure as e:
-        done = {r.check for r in record.outcome.results
-                if r.device == device.name and r.suite == suite.name}
-        for check in checks:
-            if check not in done:
-                result(check, "error", kind=e.kind, reason=str(e))
+    def finished(self, device: str, suite: str) -> bool:
+        """True when an earlier attempt of this run already has every check of the pair, none
+        of them an error (for --resume)."""
+        rows = [r for r in self.store.results(self.run_id) if r.device == device and r.suite == suite]
+        return bool(rows) and all(r.status != "error" for r in rows) and \
+            {"compile", "correctness"} <= {r.check for r in rows}
 
 
-def _compile_metrics(art: Artifact) -> dict:
-    return {"compile_seconds": round(art.compile_seconds, 3), "cached": art.cached,
-            "artifact": art.key, "target": art.target}
+class DeviceRun:
+    """All checks of one suite on one device."""
 
+    def __init__(self, farm: Farm, prep: PreparedSuite, device: Device, session: Session):
+        self.farm, self.prep, self.device, self.session = farm, prep, device, session
+        self.timeouts: Timeouts = prep.suite.timeouts.merged(device.timeouts)
+        self.checks = ["correctness"] + (["latency"] if prep.suite.latency.enabled else [])
+        self.done: set[str] = set()
 
-def _run_checks(session: DeviceSession, art: Artifact, prep: PreparedSuite, result) -> None:
-    start = time.perf_counter()
-    model = session.load(art.lib)
-    upload_seconds = time.perf_counter() - start
-    inputs = [list(feed.values()) for feed in prep.feeds]
-    try:
-        outputs = [model.run(x) for x in inputs]
-    except Exception as e:  # noqa: BLE001 - the remote raised: the device failed this model
-        raise DeviceFailure(f"inference failed: {_last_line(e)}") from None
-    try:
-        m = compare(outputs, prep.refs, prep.steps)
-    except ValueError as e:
-        result("correctness", "fail", kind="wrong-answer", reason=str(e))
-    else:
-        m["upload_seconds"] = round(upload_seconds, 3)
-        bad = judge(m, prep.suite.correctness)
-        result("correctness", "fail" if bad else "pass", kind="wrong-answer" if bad else None,
-               reason="; ".join(bad), metrics=m)
-    if prep.suite.latency.enabled:
+    def result(self, check: str, status: str, **kw) -> CheckResult:
+        d = self.device
+        self.done.add(check)
+        return self.session.record(CheckResult(
+            device=d.name, suite=self.prep.suite.name, check=check, status=status,
+            target=d.target.describe(), transport=d.transport.describe(), emulated=d.emulated, **kw))
+
+    def fail_pending(self, status: str, kind: str, reason: str) -> None:
+        for check in self.checks:
+            if check not in self.done:
+                self.result(check, status, kind=kind, reason=reason)
+
+    def __call__(self) -> None:
+        name, progress = self.device.name, self.session.opts.progress
+        if name in self.session.quarantined:
+            self.result("compile", "skipped", kind="quarantined", reason=self.session.quarantined[name])
+            self.fail_pending("error", "quarantined", self.session.quarantined[name])
+            return
+        avail = self.farm.transport(self.device).availability()
+        art = self.compile()
+        if art is None:
+            return
+        if not avail.runnable:
+            self.fail_pending("skipped", "unavailable", avail.reason)
+            self.session.store.set_health(name, self.session.run_id, "unavailable", avail.reason)
+            return
+        for attempt in range(self.device.retries + 1):
+            try:
+                self.attempt(art)
+                self.session.store.set_health(name, self.session.run_id, "ok")
+                return
+            except DeviceFailure as e:
+                self.farm.stop(self.device)
+                if attempt < self.device.retries:
+                    wait = self.device.retry_backoff * 2 ** attempt
+                    progress(f"[{name}] {e}; retrying in {wait:g} s ({attempt + 1}/{self.device.retries})")
+                    time.sleep(wait)
+                    continue
+                reason = f"{e} (after {attempt + 1} attempts; quarantined for the rest of the run)"
+                self.session.quarantined[name] = reason
+                self.session.store.set_health(name, self.session.run_id, "quarantined", reason)
+                self.fail_pending("error", e.kind, reason)
+
+    def compile(self) -> Artifact | None:
+        opts = self.session.opts
+        opts.progress(f"[{self.device.name}] compiling {self.prep.model.name} for {self.device.target.describe()}")
+        log = opts.data_dir / "logs" / self.session.run_id / f"compile-{self.device.name}.log"
         try:
-            samples = model.time(inputs[0], prep.suite.latency)
-        except Exception as e:  # noqa: BLE001
-            raise DeviceFailure(f"timing failed: {_last_line(e)}") from None
-        stats = LatencyStats.of(samples)
-        result("latency", "pass", metrics={**stats.__dict__, "samples": samples,
-                                            "threads": _threads(art)})
+            art = compile_isolated(self.prep.model.path, self.device, opts.data_dir / "cache",
+                                   self.timeouts.compile, log)
+        except (CompileError, FarmError) as e:
+            self.result("compile", "error", kind="compile", reason=e.format())
+            self.fail_pending("skipped", "compile", "not compiled")
+            return None
+        self.result("compile", "pass", metrics={
+            "compile_seconds": round(art.compile_seconds, 3), "cached": art.cached,
+            "artifact": art.key, "target": art.target})
+        return art
+
+    def attempt(self, art: Artifact) -> None:
+        t, kill = self.timeouts, (lambda: self.farm.stop(self.device))
+        transport = self.farm.transport(self.device)
+        bounded("bring-up", lambda: self.farm.start(self.device), t.open, kill)
+        session = bounded("opening a session", lambda: transport.open(t.open), t.open, kill)
+        try:
+            start = time.perf_counter()
+            model = bounded("upload", lambda: session.load(art.lib), t.upload, kill)
+            upload_seconds = time.perf_counter() - start
+            inputs = [list(feed.values()) for feed in self.prep.feeds]
+            if "correctness" not in self.done:
+                outputs = [bounded("inference", _remote(lambda x=x: model.run(x), "inference"), t.run, kill)
+                           for x in inputs]
+                self.judge(outputs, upload_seconds)
+            if "latency" in self.checks and "latency" not in self.done:
+                spec = self.prep.suite.latency
+                samples = bounded("latency measurement", _remote(lambda: model.time(inputs[0], spec), "timing"),
+                                  t.measure, kill)
+                stats = LatencyStats.of(samples)
+                self.result("latency", "pass", metrics={**stats.__dict__, "samples": samples,
+                                                         "threads": self.device.threads})
+        finally:
+            session.close()
+
+    def judge(self, outputs: list[list[np.ndarray]], upload_seconds: float) -> None:
+        try:
+            m = compare(outputs, self.prep.refs, self.prep.steps)
+        except ValueError as e:
+            self.result("correctness", "fail", kind="wrong-answer", reason=str(e))
+            return
+        m["upload_seconds"] = round(upload_seconds, 3)
+        bad = judge(m, self.prep.suite.correctness)
+        self.result("correctness", "fail" if bad else "pass", kind="wrong-answer" if bad else None,
+                    reason="; ".join(bad), metrics=m)
 
 
-def _threads(art: Artifact) -> int:
-    return int(art.target.get("num-cores", 1))
+def _remote(fn: Callable, what: str) -> Callable:
+    """Errors raised by the device while running become DeviceFailure."""
 
+    def call():
+        try:
+            return fn()
+        except DeviceFailure:
+            raise
+        except Exception as e:  # noqa: BLE001 - TVM's RPC errors carry the remote traceback
+            lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+            raise DeviceFailure(f"{what} failed: {lines[-1] if lines else type(e).__name__}") from None
 
-def _last_line(e: BaseException) -> str:
-    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
-    return lines[-1] if lines else type(e).__name__
+    return call
 
 
 def host_summary() -> dict[str, str]:
@@ -171,20 +225,29 @@ def host_summary() -> dict[str, str]:
 def run(pairs: list[tuple[Suite, list[Device]]], opts: RunOptions) -> RunOutcome:
     """Run each suite on its devices inside one embedded farm; returns every result."""
     store = Store(default_db(opts.data_dir))
-    run_id = new_run_id()
-    store.begin_run(run_id, opts.command, host_summary())
-    outcome = RunOutcome(run_id)
-    record = _Recorder(store, run_id, outcome, opts.progress)
+    if opts.resume:
+        run_id = opts.resume
+        store.reopen_run(run_id)
+    else:
+        run_id = new_run_id()
+        store.begin_run(run_id, opts.command, host_summary(), opts.plan)
+    session = Session(store, run_id, opts)
     all_devices = list({d.name: d for _, devs in pairs for d in devs}.values())
     status = "interrupted"
     try:
         with Farm(opts.data_dir, opts.data_dir / "logs" / run_id, all_devices) as farm:
             for suite, devices in pairs:
+                todo = [d for d in devices if not (opts.resume and session.finished(d.name, suite.name))]
+                if len(todo) < len(devices):
+                    opts.progress(f"resuming {run_id}: {len(devices) - len(todo)} device(s) of "
+                                  f"{suite.name} already done")
+                if not todo:
+                    continue
                 opts.progress(f"preparing {suite.name}: model {suite.model.describe()}, "
                               f"reference outputs from ONNX Runtime")
                 prep = prepare(suite, opts.data_dir)
-                for device in devices:
-                    run_device(farm, prep, device, opts, record)
+                for device in todo:
+                    DeviceRun(farm, prep, device, session)()
         status = "done"
     except FarmError:
         status = "error"
@@ -192,4 +255,6 @@ def run(pairs: list[tuple[Suite, list[Device]]], opts: RunOptions) -> RunOutcome
     finally:
         store.finish_run(run_id, status)
         store.close()
-    return outcome
+    if opts.resume:  # the outcome covers the whole run, earlier attempts included
+        session.outcome.results = Store(default_db(opts.data_dir)).results(run_id)
+    return session.outcome

@@ -82,6 +82,13 @@ class Farm:
         return self
 
     def _ensure_tracker(self) -> None:
+        if self.tracker is not None and self.tracker.child and not self.tracker.child.alive():
+            # our tracker died: servers registered with it are useless, start afresh
+            for t in reversed(self.started):
+                t.stop()
+            self.started.clear()
+            self.tracker.stop()
+            self.tracker, self.ctx.tracker = None, None
         if self.ctx.tracker is not None:
             return
         up = None if self.ctx.detached else running_farm(self.ctx.data_dir)
@@ -103,6 +110,13 @@ class Farm:
             self.started.append(t)  # before start(): a half-started transport is stopped too
             t.start()
         return t
+
+    def stop(self, device: Device) -> None:
+        """Stop one device's transport (a hung or failed device); `start` brings it up again."""
+        t = self.transports[device.name]
+        if t in self.started:
+            self.started.remove(t)
+            t.stop()
 
     def close(self) -> None:
         for t in reversed(self.started):

@@ -1,19 +1,19 @@
 """`python -m farm.transports.guard PARENT_PID CMD...`: runs CMD in this process group and takes
-the whole group down when the farm process dies, however it dies.
+the whole group down when the farm process dies, however it dies (even SIGKILL).
 
-PR_SET_PDEATHSIG alone is not enough: it is not inherited across fork, and TVM's rpc_server and
-tracker fork worker processes that would outlive a SIGKILLed farm."""
+It polls for the parent instead of using PR_SET_PDEATHSIG: that signal fires when the spawning
+*thread* exits (the farm starts servers from watchdog threads) and is not inherited across fork
+(TVM's rpc_server and tracker fork workers that would outlive the farm)."""
 
 from __future__ import annotations
 
-import ctypes
 import os
 import signal
 import subprocess
 import sys
 import time
 
-_PR_SET_PDEATHSIG = 1
+POLL = 0.5
 
 
 def _kill_group(*_args) -> None:
@@ -28,10 +28,15 @@ def main(argv: list[str]) -> int:
     parent, cmd = int(argv[0]), argv[1:]
     for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT):
         signal.signal(sig, _kill_group)
-    ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
-    if os.getppid() != parent:  # the farm died before prctl took effect
-        return 1
-    code = subprocess.call(cmd)
+    child = subprocess.Popen(cmd)
+    while os.getppid() == parent:
+        try:
+            code = child.wait(POLL)
+            break
+        except subprocess.TimeoutExpired:
+            continue
+    else:
+        code = 1  # the farm is gone
     _kill_group()  # whatever CMD forked goes with it
     return code
 
