@@ -36,6 +36,9 @@ class RunOptions:
     progress: Progress = stderr_progress
     open_timeout: float = 300.0  # waiting for a free device in the tracker's queue
     command: str = ""
+    # join a run begun by the caller (farm matrix / pytest workers), who also finishes it
+    run_id: str | None = None
+    log_dir: Path | None = None  # default: <data_dir>/logs/<run_id>
 
 
 @dataclass
@@ -171,14 +174,15 @@ def host_summary() -> dict[str, str]:
 def run(pairs: list[tuple[Suite, list[Device]]], opts: RunOptions) -> RunOutcome:
     """Run each suite on its devices inside one embedded farm; returns every result."""
     store = Store(default_db(opts.data_dir))
-    run_id = new_run_id()
-    store.begin_run(run_id, opts.command, host_summary())
+    run_id = opts.run_id or new_run_id()
+    if opts.run_id is None:
+        store.begin_run(run_id, opts.command, host_summary())
     outcome = RunOutcome(run_id)
     record = _Recorder(store, run_id, outcome, opts.progress)
     all_devices = list({d.name: d for _, devs in pairs for d in devs}.values())
     status = "interrupted"
     try:
-        with Farm(opts.data_dir, opts.data_dir / "logs" / run_id, all_devices) as farm:
+        with Farm(opts.data_dir, opts.log_dir or opts.data_dir / "logs" / run_id, all_devices) as farm:
             for suite, devices in pairs:
                 opts.progress(f"preparing {suite.name}: model {suite.model.describe()}, "
                               f"reference outputs from ONNX Runtime")
@@ -190,6 +194,7 @@ def run(pairs: list[tuple[Suite, list[Device]]], opts: RunOptions) -> RunOutcome
         status = "error"
         raise
     finally:
-        store.finish_run(run_id, status)
+        if opts.run_id is None:
+            store.finish_run(run_id, status)
         store.close()
     return outcome
