@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from farm.report.compare import Comparison, fallbacks, latency_rows
+from farm.report.compare import Change, Comparison, fallbacks, latency_rows
 from farm.report.history import series
 from farm.report.table import HEADERS, device_rows
 from farm.results.store import CheckResult, Store
@@ -34,10 +34,12 @@ pre{background:#f7f7f7;padding:8px;overflow-x:auto;font-size:12px;max-height:320
 """
 
 
-def _png(fig) -> str:
+def _png(fig, title: str) -> str:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=90, bbox_inches="tight")
-    return f'<img alt="plot" src="data:image/png;base64,{base64.b64encode(buf.getvalue()).decode()}">'
+    data = base64.b64encode(buf.getvalue()).decode()
+    t = escape(title)
+    return f'<div><img alt="{t}" title="{t}" src="data:image/png;base64,{data}"></div>'
 
 
 def _cls(status: str) -> str:
@@ -70,7 +72,7 @@ def distribution_plot(suite: str, head: list[CheckResult], base: list[CheckResul
         colors.append("#4a7fd0")
     fig = Figure(figsize=(9, 0.55 * len(data) + 1.0))
     ax = fig.add_subplot()
-    parts = ax.boxplot(data, vert=False, patch_artist=True, showfliers=False)
+    parts = ax.boxplot(data, orientation="horizontal", patch_artist=True, showfliers=False)
     for patch, color in zip(parts["boxes"], colors, strict=True):
         patch.set_facecolor(color)
     rng = np.random.default_rng(0)
@@ -79,9 +81,10 @@ def distribution_plot(suite: str, head: list[CheckResult], base: list[CheckResul
     ax.set_yticks(range(1, len(data) + 1), labels)
     ax.invert_yaxis()  # first device on top, its baseline just above it
     ax.set_xlabel("latency per call (ms)")
-    ax.set_title(f"{suite}: latency distribution")
+    title = f"{suite}: latency distribution"
+    ax.set_title(title)
     ax.grid(axis="x", alpha=0.3)
-    return _png(fig)
+    return _png(fig, title)
 
 
 def trend_plot(store: Store, suite: str, devices: list[str], check: str, until: float) -> str:
@@ -106,11 +109,12 @@ def trend_plot(store: Store, suite: str, devices: list[str], check: str, until: 
     if not drawn:
         return ""
     ax.set_ylabel("median ms (band: min–p90)")
-    ax.set_title(f"{suite} {check}: last {HISTORY_RUNS} runs")
+    title = f"{suite} {check}: last {HISTORY_RUNS} runs"
+    ax.set_title(title)
     ax.legend(loc="best", fontsize=8)
     ax.grid(alpha=0.3)
     fig.autofmt_xdate()
-    return _png(fig)
+    return _png(fig, title)
 
 
 def log_tail(data_dir: Path, run_id: str, device: str) -> str:
@@ -124,6 +128,10 @@ def log_tail(data_dir: Path, run_id: str, device: str) -> str:
     return ""
 
 
+def _li(c: Change) -> str:
+    return f"<li>[{escape(c.device)}] {escape(c.suite)} {escape(c.check)}: {escape(c.message)}</li>"
+
+
 def _summary(cmp: Comparison | None, results: list[CheckResult]) -> str:
     counts = {s: sum(r.status == s for r in results) for s in ("pass", "fail", "error", "skipped")}
     line = ", ".join(f"{_cls(s)} {n}" for s, n in counts.items())
@@ -133,18 +141,15 @@ def _summary(cmp: Comparison | None, results: list[CheckResult]) -> str:
     regs = cmp.regressions
     title = (f"{len(regs)} regression{'s' * (len(regs) != 1)} since {escape(cmp.base['id'])}"
              if regs else f"no regressions since {escape(cmp.base['id'])}")
-    groups = defaultdict(list)
+    labels = {"latency": "slower", "status": "broke", "correctness": "less accurate",
+              "lowering": "fell back from int8"}
+    groups: dict[str, list[str]] = {label: [] for label in labels.values()}
     for c in regs:
-        label = {"latency": "slower", "status": "broke", "lowering": "fell back from int8",
-                 "correctness": "less accurate"}.get(c.what, c.what)
-        groups[label].append(f"<li>[{escape(c.device)}] {escape(c.suite)} {escape(c.check)}: "
-                             f"{escape(c.message)}</li>")
-    body = "".join(f"<h3>{escape(k)}</h3><ul>{''.join(v)}</ul>" for k, v in groups.items())
+        groups.setdefault(labels.get(c.what, c.what), []).append(_li(c))
+    body = "".join(f"<h3>{escape(k)}</h3><ul>{''.join(v)}</ul>" for k, v in groups.items() if v)
     others = [c for c in cmp.changes if not c.regression]
     if others:
-        body += "<h3>other changes</h3><ul>" + "".join(
-            f"<li>[{escape(c.device)}] {escape(c.suite)} {escape(c.check)}: {escape(c.message)}</li>"
-            for c in others) + "</ul>"
+        body += "<h3>other changes</h3><ul>" + "".join(_li(c) for c in others) + "</ul>"
     if cmp.latency:
         body += "<h3>latency against the baseline</h3>" + _table(
             ["device", "suite", "check", "base ms", "head ms", "change", "p", "verdict"], latency_rows(cmp))
