@@ -49,7 +49,8 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("status", parents=[common], help="the tracker's queue: free/pending per key")
 
     report = sub.add_parser("report", parents=[common], help="print the tables of a run")
-    report.add_argument("run", nargs="?", help="run id or unique prefix (default: the latest)")
+    report.add_argument("run", nargs="?", help="run id or unique prefix, git commit, last, previous or "
+                        "last-night (default: the latest finished run)")
     report.add_argument("--format", choices=["table", "md", "json", "html", "junit"], default="table")
     report.add_argument("-o", "--output", type=Path, help="write to FILE instead of stdout")
     report.add_argument("--baseline", help="html: compare with this run (id, commit, last-night, ...)")

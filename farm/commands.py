@@ -62,9 +62,7 @@ def _report(data_dir: Path, run_id: str | None, fmt: str) -> str:
 
 
 def cmd_report(args: argparse.Namespace, command: str) -> int:
-    text = report_file(args) if args.format in ("html", "junit") else \
-        _report(args.data_dir, args.run, args.format)
-    write_output(text, args.output)
+    write_output(report_file(args), args.output)
     return 0
 
 

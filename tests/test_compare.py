@@ -9,6 +9,7 @@ import time
 import numpy as np
 import pytest
 from history_helpers import (
+    MEDIANS,
     compile_result,
     correctness,
     latency,
@@ -187,3 +188,26 @@ def test_history_shows_the_trend(db, capsys):
     assert change.startswith("+") and 40 < float(change.strip("+%")) < 60
     assert farm(db, "history", "--suite", "smoke", "--device", "nodevice") == 2
     assert "no 'latency' results" in capsys.readouterr().err
+
+
+def test_a_stable_history_keeps_the_threshold_at_the_minimum_effect(db, capsys):
+    for night in range(6):
+        nightly(db, f"n{night}", seed=night, started=1.7e9 + night * 86400)
+    nightly(db, "head", seed=99, slower={"host": 1.10}, started=1.7e9 + 7 * 86400)
+    assert farm(db, "compare", "previous", "last", "--format", "json") == 1
+    rows = {r["device"]: r for r in json.loads(capsys.readouterr().out)["latency"]}
+    assert rows["host"]["verdict"] == "slower" and rows["host"]["threshold"] == "±5.0%"
+
+
+def test_run_to_run_drift_in_the_history_raises_the_threshold(db, capsys):
+    """On a busy machine whole runs move by ±12%: a 10% change is within that, not a regression."""
+    for night in range(6):
+        nightly(db, f"n{night}", seed=night, slower={d: 1.12 if night % 2 else 0.88 for d in MEDIANS},
+                started=1.7e9 + night * 86400)
+    nightly(db, "head", seed=99, slower={"host": 1.12 * 1.10, **{d: 1.12 for d in MEDIANS if d != "host"}},
+            started=1.7e9 + 7 * 86400)
+    # base (night 5) was at 1.12 too: host is 10% slower than it, the others unchanged
+    assert farm(db, "compare", "previous", "last", "--format", "json") == 0
+    rows = {r["device"]: r for r in json.loads(capsys.readouterr().out)["latency"]}
+    assert rows["host"]["verdict"] == "drift" and float(rows["host"]["threshold"].strip("±%")) > 30
+    assert {rows[d]["verdict"] for d in MEDIANS if d != "host"} == {"unchanged"}

@@ -63,14 +63,17 @@ def cmd_matrix(args: argparse.Namespace, command: str) -> int:
 
 def _comparison(store: Store, base_spec: str, head_spec: str, **kw):
     from farm.report.compare import compare_runs
-    from farm.report.history import resolve_run
+    from farm.report.history import drifts, resolve_run
 
     base, head = resolve_run(store, base_spec), resolve_run(store, head_spec)
     if base["id"] == head["id"]:
         raise FarmError(f"'{base_spec}' and '{head_spec}' are the same run {base['id']}",
                         "compare two different runs")
     kw = {k: v for k, v in kw.items() if v is not None}
-    return compare_runs(base, store.results(base["id"]), head, store.results(head["id"]), **kw)
+    head_results = store.results(head["id"])
+    latency_keys = [(r.device, r.suite, r.check) for r in head_results if "samples" in r.metrics]
+    return compare_runs(base, store.results(base["id"]), head, head_results,
+                        drift=drifts(store, latency_keys, base["started"]), **kw)
 
 
 def cmd_compare(args: argparse.Namespace, command: str) -> int:
@@ -102,10 +105,11 @@ def cmd_history(args: argparse.Namespace, command: str) -> int:
 
 
 def report_file(args: argparse.Namespace) -> str:
-    """`farm report --format html|junit`: the page or XML of one run."""
+    """`farm report`: one run (id, prefix, commit or keyword) as a table, md, json, html or junit."""
     from farm.report.history import resolve_run
     from farm.report.html import render_html
     from farm.report.junit import render_junit
+    from farm.report.table import render
 
     store = _open(args.data_dir)
     try:
@@ -113,6 +117,8 @@ def report_file(args: argparse.Namespace) -> str:
         results = store.results(run["id"])
         if args.format == "junit":
             return render_junit(run, results)
+        if args.format != "html":
+            return render(run, results, args.format)
         cmp = base = None
         if args.baseline:
             cmp = _comparison(store, args.baseline, run["id"])

@@ -4,7 +4,10 @@ check-status changes, and the int8 lowering report (ops that now fall back).
 Latency verdict: a two-sided Mann-Whitney U test on the recorded samples of both runs (it uses the
 spread of both, assumes no distribution) AND a minimum effect size on the ratio of medians. Both
 must hold: a tiny but "significant" shift between two quiet runs is not a regression, and a big
-but noisy difference is reported as noisy, not as slower.
+but noisy difference is reported as noisy, not as slower. The samples of one run only show the
+noise within that run; a busy machine also moves whole runs. So when the history has enough runs,
+the effect must also exceed DRIFT_K times the run-to-run spread of the median seen there (else the
+verdict is "drift").
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from farm.results.store import CheckResult
 ALPHA = 0.01  # significance level of the U test
 MIN_EFFECT = 0.05  # smallest change of the median that counts (5%)
 MIN_SAMPLES = 5
+DRIFT_K = 3.0  # a change must exceed this many run-to-run standard deviations of the history
 CORRECTNESS_KEYS = ("exact", "max_lsb", "top1", "cosine")
 
 
@@ -28,7 +32,8 @@ class LatencyDelta:
     head_median: float
     ratio: float  # head / base median
     p_value: float | None
-    verdict: str  # slower | faster | unchanged | noisy | too-few-samples
+    verdict: str  # slower | faster | unchanged | noisy | drift | too-few-samples
+    threshold: float = MIN_EFFECT  # the relative change that counted
 
     @property
     def regression(self) -> bool:
@@ -36,8 +41,9 @@ class LatencyDelta:
 
 
 def latency_verdict(base: list[float], head: list[float], alpha: float = ALPHA,
-                    min_effect: float = MIN_EFFECT) -> LatencyDelta:
-    """Judge head's latency samples against base's (seconds, one per repeat)."""
+                    min_effect: float = MIN_EFFECT, drift: float | None = None) -> LatencyDelta:
+    """Judge head's latency samples against base's (seconds, one per repeat); `drift` is the
+    history's relative run-to-run spread of the median, when known."""
     from scipy.stats import mannwhitneyu
 
     b, h = np.asarray(base, dtype=float), np.asarray(head, dtype=float)
@@ -46,14 +52,20 @@ def latency_verdict(base: list[float], head: list[float], alpha: float = ALPHA,
     if len(b) < MIN_SAMPLES or len(h) < MIN_SAMPLES:
         return LatencyDelta(bm, hm, ratio, None, "too-few-samples")
     p = float(mannwhitneyu(h, b, alternative="two-sided").pvalue)
-    big = ratio >= 1 + min_effect or ratio <= 1 / (1 + min_effect)
-    if big and p < alpha:
+    threshold = max(min_effect, DRIFT_K * drift) if drift else min_effect
+
+    def beyond(t: float) -> bool:
+        return ratio >= 1 + t or ratio <= 1 / (1 + t)
+
+    if beyond(threshold) and p < alpha:
         verdict = "slower" if ratio > 1 else "faster"
-    elif big:
+    elif beyond(min_effect) and p < alpha:
+        verdict = "drift"  # real between these runs, but runs move this much anyway
+    elif beyond(min_effect):
         verdict = "noisy"
     else:
         verdict = "unchanged"
-    return LatencyDelta(bm, hm, ratio, p, verdict)
+    return LatencyDelta(bm, hm, ratio, p, verdict, threshold)
 
 
 @dataclass
@@ -85,8 +97,10 @@ def _is_latency(r: CheckResult) -> bool:
 
 
 def compare_runs(base_run: dict, base: list[CheckResult], head_run: dict, head: list[CheckResult],
-                 alpha: float = ALPHA, min_effect: float = MIN_EFFECT) -> Comparison:
-    """Every change from base to head, keyed by (device, suite, check)."""
+                 alpha: float = ALPHA, min_effect: float = MIN_EFFECT,
+                 drift: dict[tuple[str, str, str], float] | None = None) -> Comparison:
+    """Every change from base to head, keyed by (device, suite, check); `drift` holds the history's
+    run-to-run spread per key (see history.drift)."""
     out = Comparison(base_run, head_run)
     old = {(r.device, r.suite, r.check): r for r in base}
     for r in head:
@@ -98,7 +112,8 @@ def compare_runs(base_run: dict, base: list[CheckResult], head_run: dict, head: 
         _status(b, r, add)
         if b.status == r.status == "pass":
             if _is_latency(b) and _is_latency(r):
-                d = latency_verdict(b.metrics["samples"], r.metrics["samples"], alpha, min_effect)
+                d = latency_verdict(b.metrics["samples"], r.metrics["samples"], alpha, min_effect,
+                                    (drift or {}).get(key))
                 out.latency[key] = d
                 if d.verdict in ("slower", "faster"):
                     add("latency", f"median {d.base_median * 1e3:.3f} → {d.head_median * 1e3:.3f} ms "
@@ -169,12 +184,13 @@ def _lowering(b: dict | None, h: dict | None, add) -> None:
             add("lowering", f"{name} is int8 now (fell back before)", False)
 
 
-LATENCY_HEADERS = ["device", "suite", "check", "base ms", "head ms", "change", "p", "verdict"]
+LATENCY_HEADERS = ["device", "suite", "check", "base ms", "head ms", "change", "p", "threshold", "verdict"]
 
 
 def latency_rows(cmp: Comparison) -> list[list[str]]:
     return [[dev, suite, check, f"{d.base_median * 1e3:.3f}", f"{d.head_median * 1e3:.3f}",
-             f"{d.ratio - 1:+.1%}", "" if d.p_value is None else f"{d.p_value:.2g}", d.verdict]
+             f"{d.ratio - 1:+.1%}", "" if d.p_value is None else f"{d.p_value:.2g}",
+             f"±{d.threshold:.1%}", d.verdict]
             for (dev, suite, check), d in cmp.latency.items()]
 
 

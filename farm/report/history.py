@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -76,6 +77,32 @@ def series(store: Store, suite: str, device: str, check: str = "latency",
         run = {k: r[k] for k in r.keys() if not k.startswith("r_")}
         points.append(Point(run, r["r_status"], r["r_reason"], json.loads(r["r_metrics"])))
     return points
+
+
+MIN_HISTORY = 5  # runs needed before the run-to-run spread is trusted
+DRIFT_RUNS = 10
+
+
+def drift(points: list[Point]) -> float | None:
+    """Relative run-to-run spread of the median over passing runs: a robust standard deviation
+    (1.4826 × MAD) of the log medians; None with fewer than MIN_HISTORY runs."""
+    logs = sorted(math.log(p.metrics["median"]) for p in points
+                  if p.status == "pass" and p.metrics.get("median", 0) > 0)
+    if len(logs) < MIN_HISTORY:
+        return None
+    mid = logs[len(logs) // 2]
+    dev = sorted(abs(x - mid) for x in logs)
+    return math.expm1(1.4826 * dev[len(dev) // 2])
+
+
+def drifts(store: Store, keys: list[tuple[str, str, str]], until: float) -> dict[tuple[str, str, str], float]:
+    """drift() per (device, suite, check) over the DRIFT_RUNS runs up to `until` (the baseline)."""
+    out = {}
+    for device, suite, check in keys:
+        d = drift(series(store, suite, device, check, DRIFT_RUNS, until))
+        if d is not None:
+            out[(device, suite, check)] = d
+    return out
 
 
 HISTORY_HEADERS = ["run", "started", "commit", "status", "median ms", "p90 ms", "CoV", "n", "change"]

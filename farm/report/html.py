@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from farm.report.compare import Change, Comparison, fallbacks, latency_rows
+from farm.report.compare import LATENCY_HEADERS, Change, Comparison, fallbacks, latency_rows
 from farm.report.history import series
 from farm.report.table import HEADERS, device_rows
 from farm.results.store import CheckResult, Store
@@ -152,7 +152,7 @@ def _summary(cmp: Comparison | None, results: list[CheckResult]) -> str:
         body += "<h3>other changes</h3><ul>" + "".join(_li(c) for c in others) + "</ul>"
     if cmp.latency:
         body += "<h3>latency against the baseline</h3>" + _table(
-            ["device", "suite", "check", "base ms", "head ms", "change", "p", "verdict"], latency_rows(cmp))
+            LATENCY_HEADERS, latency_rows(cmp))
     out.append(f'<div class="box {"regressed" if regs else "clean"}"><b>{title}</b>{body}</div>')
     return "".join(out)
 
