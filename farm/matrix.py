@@ -143,7 +143,8 @@ def run_matrix(matrix: Matrix, data_dir: Path, command: str = "") -> MatrixOutco
                 p.join(10)
         codes = {name: -1 if p.exitcode is None else p.exitcode for name, p in procs.items()}
         _record_lost(store, run_id, matrix, codes)
-        store.finish_run(run_id, status if all(c in (0, 1) for c in codes.values()) else "error")
+        crashed = status == "done" and any(c not in (0, 1) for c in codes.values())
+        store.finish_run(run_id, "error" if crashed else status)
         results = store.results(run_id)
         store.close()
     ok = all(c == 0 for c in codes.values()) and all(r.status in ("pass", "skipped") for r in results)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -149,3 +150,50 @@ def test_matrix_run_makes_an_html_report(matrix_run):
     assert main(["report", "last", "--format", "html", "-o", str(out), "--data-dir", str(data)]) == 0
     page = out.read_text()
     assert "<h2>suite smoke</h2>" in page and page.count("data:image/png;base64") == 2
+
+
+def _marked_pids(mark: str) -> list[int]:
+    pids = []
+    for proc in Path("/proc").iterdir():
+        try:
+            if proc.name.isdigit() and mark.encode() in (proc / "environ").read_bytes():
+                pids.append(int(proc.name))
+        except OSError:
+            continue
+    return pids
+
+
+def test_ctrl_c_stops_every_worker_and_server_and_marks_the_run_interrupted(tmp_path):
+    import signal
+    import uuid
+
+    mark = f"FARM_TEST_MARK={uuid.uuid4().hex}"
+    path = _matrix(tmp_path, f"entries:\n  - suite: {SUITES / 'smoke.yaml'}\n"
+                             "    devices: [host, x86-avx512-vnni]\n")
+    key, value = mark.split("=")
+    argv = [sys.executable, "-m", "farm.cli", "matrix", str(path), "--data-dir", str(tmp_path)]
+    proc = subprocess.Popen(argv, env={**os.environ, "PYTHONPATH": str(REPO), key: value},
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, cwd=tmp_path,
+                            start_new_session=True)
+    seen = []
+    for line in proc.stderr:  # wait until a worker is past its compile: servers are starting
+        seen.append(line)
+        if "smoke compile:" in line:
+            break
+    assert len(_marked_pids(mark)) >= 3  # farm, its workers (the detection works)
+    os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in a terminal does: the whole foreground group
+    rest = proc.stderr.read()
+    assert proc.wait(timeout=120) == 130, "".join(seen) + rest
+    assert "interrupted" in rest
+    deadline = time.monotonic() + 30
+    while _marked_pids(mark) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert _marked_pids(mark) == []  # no tracker, server or worker left behind
+    store = Store(tmp_path / "results.db")
+    try:
+        run = store.run()
+        assert run["status"] == "interrupted"
+        unfinished = [r for r in store.results(run["id"]) if r.kind == "worker"]
+    finally:
+        store.close()
+    assert all(r.status == "error" and "did not record" in r.reason for r in unfinished)
