@@ -117,11 +117,19 @@ class FarmItem(pytest.Item):
         for key in ("median", "p90", "cov", "max_lsb", "exact"):
             if r.metrics.get(key) is not None:
                 self.user_properties.append((key, r.metrics[key]))
+        if isinstance(r.metrics.get("lowering"), dict):
+            from farm.report.compare import fallbacks
+
+            self.user_properties.append(("int8_fallbacks", len(fallbacks(r.metrics["lowering"]))))
         label = f"{r.kind}: {r.reason}" if r.kind else r.reason
         if r.status == "skipped":
             pytest.skip(label)
         if r.status != "pass":
-            raise CheckFailed(f"{r.status} ({label})" + (" [emulated device]" if r.emulated else ""))
+            from farm.report.logs import log_tail
+
+            tail = log_tail(session.data_dir, session.run_id, self.device.name)
+            raise CheckFailed(f"{r.status} ({label})" + (" [emulated device]" if r.emulated else "")
+                              + (f"\n{tail}" if tail else ""))
 
     def repr_failure(self, excinfo, style=None):
         if isinstance(excinfo.value, CheckFailed):

@@ -15,10 +15,10 @@ import numpy as np
 
 from farm.report.compare import LATENCY_HEADERS, Change, Comparison, fallbacks, latency_rows
 from farm.report.history import series
+from farm.report.logs import log_tail
 from farm.report.table import HEADERS, device_rows
 from farm.results.store import CheckResult, Store
 
-LOG_TAIL_LINES = 15
 HISTORY_RUNS = 30
 
 CSS = """
@@ -115,17 +115,6 @@ def trend_plot(store: Store, suite: str, devices: list[str], check: str, until: 
     ax.grid(alpha=0.3)
     fig.autofmt_xdate()
     return _png(fig, title)
-
-
-def log_tail(data_dir: Path, run_id: str, device: str) -> str:
-    """The last lines of the device's server log of this run (its worker's subfolder or not)."""
-    root = data_dir / "logs" / run_id
-    logs = sorted(root.rglob(f"server-{device}.log")) if root.is_dir() else []
-    for log in logs:
-        lines = log.read_text(errors="replace").rstrip().splitlines()
-        if lines:
-            return f"{log}:\n" + "\n".join(lines[-LOG_TAIL_LINES:])
-    return ""
 
 
 def _li(c: Change) -> str:
