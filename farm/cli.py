@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 from farm.errors import FarmError
+from farm.report.commands import add_parsers
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -50,8 +51,12 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("status", parents=[common], help="the tracker's queue: free/pending per key")
 
     report = sub.add_parser("report", parents=[common], help="print the tables of a run")
-    report.add_argument("run", nargs="?", help="run id or unique prefix (default: the latest)")
-    report.add_argument("--format", choices=["table", "md", "json"], default="table")
+    report.add_argument("run", nargs="?", help="run id or unique prefix, git commit, last, previous or "
+                        "last-night (default: the latest finished run)")
+    report.add_argument("--format", choices=["table", "md", "json", "html", "junit"], default="table")
+    report.add_argument("-o", "--output", type=Path, help="write to FILE instead of stdout")
+    report.add_argument("--baseline", help="html: compare with this run (id, commit, last-night, ...)")
+    add_parsers(sub, common)  # matrix, compare, history
     return p
 
 

@@ -12,6 +12,7 @@ from farm.cli import _default
 from farm.config.devices import Device, Registry, load_devices
 from farm.config.suites import ModelSpec, Suite, find_suite, load_suite
 from farm.errors import ConfigError, FarmError
+from farm.report.commands import cmd_compare, cmd_history, cmd_matrix, report_file, write_output  # noqa: F401
 from farm.report.table import render
 from farm.results.store import Store, default_db
 from farm.run.runner import RunOptions, run
@@ -87,7 +88,7 @@ def _report(data_dir: Path, run_id: str | None, fmt: str) -> str:
 
 
 def cmd_report(args: argparse.Namespace, command: str) -> int:
-    print(_report(args.data_dir, args.run, args.format))
+    write_output(report_file(args), args.output)
     return 0
 
 

@@ -6,7 +6,8 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="$ROOT/.venv"
 APT_PACKAGES=(qemu-user-static gcc-aarch64-linux-gnu binutils-aarch64-linux-gnu clang lld
-              openssh-server openssh-client)
+              openssh-server openssh-client
+              chromium)  # headless screenshot test of the HTML report
 
 missing=()
 for p in "${APT_PACKAGES[@]}"; do

@@ -118,7 +118,7 @@ def test_sigint_leaves_no_process_and_keeps_results(write, shared_data):
 
 
 def test_sigkill_of_farm_takes_children_down(write, shared_data):
-    """Even a farm killed with SIGKILL leaves no tracker or server behind (PDEATHSIG)."""
+    """Even a farm killed with SIGKILL leaves no tracker or server behind (the guard)."""
     proc, children = _start_slow_run(write, shared_data)
     proc.kill()
     proc.communicate(timeout=30)

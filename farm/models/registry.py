@@ -65,7 +65,7 @@ def build_builtin(name: str, cache_dir: Path) -> ModelFiles:
     if not int8_path.exists():
         model = spec.build()
         _atomic_save(model, fp32_path)
-        tmp = int8_path.with_suffix(".partial.onnx")
+        tmp = int8_path.with_suffix(f".{os.getpid()}.partial.onnx")  # parallel workers build too
         quantize.quantize_qdq(model, tmp, per_channel=spec.per_channel)
         os.replace(tmp, int8_path)
     return ModelFiles(name, int8_path, fp32_path if fp32_path.exists() else None)

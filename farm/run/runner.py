@@ -40,6 +40,9 @@ class RunOptions:
     command: str = ""
     plan: dict = field(default_factory=dict)  # what was asked, stored for --resume
     resume: str | None = None  # continue this run id instead of starting a new one
+    # join a run begun by the caller (farm matrix / pytest workers), who also finishes it
+    run_id: str | None = None
+    log_dir: Path | None = None  # default: <data_dir>/logs/<run_id>
 
 
 @dataclass
@@ -152,7 +155,7 @@ class DeviceRun:
     def compile(self) -> Artifact | None:
         opts = self.session.opts
         opts.progress(f"[{self.device.name}] compiling {self.prep.model.name} for {self.device.target.describe()}")
-        log = opts.data_dir / "logs" / self.session.run_id / f"compile-{self.device.name}.log"
+        log = opts.log_dir / f"compile-{self.device.name}.log"
         try:
             art = compile_isolated(self.prep.model.path, self.device, opts.data_dir / "cache",
                                    self.timeouts.compile, log)
@@ -225,17 +228,21 @@ def host_summary() -> dict[str, str]:
 def run(pairs: list[tuple[Suite, list[Device]]], opts: RunOptions) -> RunOutcome:
     """Run each suite on its devices inside one embedded farm; returns every result."""
     store = Store(default_db(opts.data_dir))
+    owner = opts.run_id is None  # we begin and finish the run unless we joined the caller's
     if opts.resume:
         run_id = opts.resume
         store.reopen_run(run_id)
-    else:
+    elif owner:
         run_id = new_run_id()
         store.begin_run(run_id, opts.command, host_summary(), opts.plan)
+    else:
+        run_id = opts.run_id
+    opts.log_dir = opts.log_dir or opts.data_dir / "logs" / run_id
     session = Session(store, run_id, opts)
     all_devices = list({d.name: d for _, devs in pairs for d in devs}.values())
     status = "interrupted"
     try:
-        with Farm(opts.data_dir, opts.data_dir / "logs" / run_id, all_devices) as farm:
+        with Farm(opts.data_dir, opts.log_dir, all_devices) as farm:
             for suite, devices in pairs:
                 todo = [d for d in devices if not (opts.resume and session.finished(d.name, suite.name))]
                 if len(todo) < len(devices):
@@ -253,7 +260,8 @@ def run(pairs: list[tuple[Suite, list[Device]]], opts: RunOptions) -> RunOutcome
         status = "error"
         raise
     finally:
-        store.finish_run(run_id, status)
+        if owner:
+            store.finish_run(run_id, status)
         store.close()
     if opts.resume:  # the outcome covers the whole run, earlier attempts included
         session.outcome.results = Store(default_db(opts.data_dir)).results(run_id)

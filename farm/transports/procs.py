@@ -81,3 +81,18 @@ def _reap(pid: int) -> None:
 
 def python_module(module: str, *args: str) -> list[str]:
     return [sys.executable, "-m", module, *args]
+
+
+def exit_with_parent(poll: float = 0.5) -> None:
+    """For a worker process the farm spawned: exit as soon as the farm is gone (its own
+    children's guards then take them down)."""
+    import threading
+
+    parent = os.getppid()
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(poll)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="farm-exit-with-parent", daemon=True).start()

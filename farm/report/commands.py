@@ -1,0 +1,137 @@
+"""The nightly commands — `farm matrix`, `farm compare`, `farm history` — and the file formats of
+`farm report` (html, junit); cli.py adds their parsers with `add_parsers`."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from tabulate import tabulate
+
+from farm.errors import FarmError
+from farm.results.store import Store, default_db
+
+
+def add_parsers(sub, common: argparse.ArgumentParser) -> None:
+    from farm.cli import _default
+
+    matrix = sub.add_parser("matrix", parents=[common],
+                            help="run a matrix of suites × devices, one worker process per device")
+    matrix.add_argument("file", nargs="?", type=Path, default=_default("suites") / "nightly.yaml",
+                        help="matrix file (default: suites/nightly.yaml)")
+    matrix.add_argument("--format", choices=["table", "md", "json"], default="table")
+
+    compare = sub.add_parser("compare", parents=[common], help="compare two runs; exit 1 on a regression")
+    for name in ("base", "head"):
+        compare.add_argument(name, help="run id or prefix, git commit, last, previous or last-night")
+    compare.add_argument("--format", choices=["table", "md", "json"], default="table")
+    compare.add_argument("--alpha", type=float, default=None, help="significance level (default 0.01)")
+    compare.add_argument("--min-effect", type=float, default=None,
+                         help="smallest median change that counts, e.g. 0.05 for 5%% (default)")
+
+    history = sub.add_parser("history", parents=[common], help="one check's trend over the runs")
+    history.add_argument("--suite", required=True)
+    history.add_argument("--device", required=True)
+    history.add_argument("--check", default="latency")
+    history.add_argument("--limit", type=int, default=30, help="newest N runs (default 30)")
+
+
+def _open(data_dir: Path) -> Store:
+    path = default_db(data_dir)
+    if not path.exists():
+        raise FarmError(f"no results database at {path}", "run `farm run` or `farm matrix` first, "
+                        "or point --data-dir / FARM_DB at one")
+    return Store(path)
+
+
+def cmd_matrix(args: argparse.Namespace, command: str) -> int:
+    from farm.cli import _default
+    from farm.config.devices import load_devices
+    from farm.matrix import load_matrix, run_matrix
+    from farm.report.table import render
+
+    matrix = load_matrix(args.file, load_devices(args.devices), _default("suites"))
+    outcome = run_matrix(matrix, args.data_dir, command)
+    store = Store(default_db(args.data_dir))
+    try:
+        print(render(store.run(outcome.run_id), store.results(outcome.run_id), args.format))
+    finally:
+        store.close()
+    return 0 if outcome.ok else 1
+
+
+def _comparison(store: Store, base_spec: str, head_spec: str, **kw):
+    from farm.report.compare import compare_runs
+    from farm.report.history import drifts, resolve_run
+
+    base, head = resolve_run(store, base_spec), resolve_run(store, head_spec)
+    if base["id"] == head["id"]:
+        raise FarmError(f"'{base_spec}' and '{head_spec}' are the same run {base['id']}",
+                        "compare two different runs")
+    kw = {k: v for k, v in kw.items() if v is not None}
+    head_results = store.results(head["id"])
+    latency_keys = [(r.device, r.suite, r.check) for r in head_results if "samples" in r.metrics]
+    return compare_runs(base, store.results(base["id"]), head, head_results,
+                        drift=drifts(store, latency_keys, base["started"]), **kw)
+
+
+def cmd_compare(args: argparse.Namespace, command: str) -> int:
+    from farm.report.compare import render_comparison
+
+    store = _open(args.data_dir)
+    try:
+        cmp = _comparison(store, args.base, args.head, alpha=args.alpha, min_effect=args.min_effect)
+    finally:
+        store.close()
+    print(render_comparison(cmp, args.format))
+    return 1 if cmp.regressions else 0
+
+
+def cmd_history(args: argparse.Namespace, command: str) -> int:
+    from farm.report.history import HISTORY_HEADERS, history_rows, series
+
+    store = _open(args.data_dir)
+    try:
+        points = series(store, args.suite, args.device, args.check, args.limit)
+    finally:
+        store.close()
+    if not points:
+        raise FarmError(f"no '{args.check}' results of suite '{args.suite}' on '{args.device}'",
+                        "check the names with `farm report`")
+    print(f"{args.suite} {args.check} on {args.device}, oldest first")
+    print(tabulate(history_rows(points), headers=HISTORY_HEADERS))
+    return 0
+
+
+def report_file(args: argparse.Namespace) -> str:
+    """`farm report`: one run (id, prefix, commit or keyword) as a table, md, json, html or junit."""
+    from farm.report.history import resolve_run
+    from farm.report.html import render_html
+    from farm.report.junit import render_junit
+    from farm.report.table import render
+
+    store = _open(args.data_dir)
+    try:
+        run = resolve_run(store, args.run or "last")
+        results = store.results(run["id"])
+        if args.format == "junit":
+            return render_junit(run, results)
+        if args.format != "html":
+            return render(run, results, args.format)
+        cmp = base = None
+        if args.baseline:
+            cmp = _comparison(store, args.baseline, run["id"])
+            base = store.results(cmp.base["id"])
+        return render_html(store, run, results, args.data_dir, cmp, base)
+    finally:
+        store.close()
+
+
+def write_output(text: str, output: Path | None) -> None:
+    if output is None:
+        sys.stdout.write(text if text.endswith("\n") else text + "\n")
+        return
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(text)
+    print(f"wrote {output}", file=sys.stderr)
