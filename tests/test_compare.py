@@ -8,7 +8,13 @@ import time
 
 import numpy as np
 import pytest
-from history_helpers import (
+
+from farm.cli import main
+from farm.errors import FarmError
+from farm.report.compare import compare_runs, latency_verdict
+from farm.report.history import resolve_run
+from farm.results.store import Store
+from tests.history_helpers import (
     MEDIANS,
     compile_result,
     correctness,
@@ -17,12 +23,6 @@ from history_helpers import (
     samples,
     write_run,
 )
-
-from farm.cli import main
-from farm.errors import FarmError
-from farm.report.compare import compare_runs, latency_verdict
-from farm.report.history import resolve_run
-from farm.results.store import Store
 
 
 @pytest.fixture

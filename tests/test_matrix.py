@@ -77,7 +77,7 @@ def test_matrix_error_on_the_command_line_is_one_line(tmp_path, capsys):
 
 
 def test_a_worker_that_died_leaves_error_rows(tmp_path, registry):
-    from history_helpers import correctness, write_run
+    from tests.history_helpers import correctness, write_run
 
     m = load_matrix(_matrix(tmp_path, "entries:\n  - suite: smoke\n    devices: [x86]\n"), registry, SUITES)
     write_run(tmp_path / "r.db", "run", [correctness("host")])

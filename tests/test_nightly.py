@@ -8,9 +8,8 @@ import subprocess
 import sys
 import time
 
-from history_helpers import correctness, latency, write_run
-
 from farm.cli import REPO
+from tests.history_helpers import correctness, latency, write_run
 
 DEVICES = """devices:
   - {name: host, target: {family: x86, mcpu: host}}

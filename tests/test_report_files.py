@@ -10,10 +10,10 @@ import xml.etree.ElementTree as ET
 
 import numpy as np
 import pytest
-from history_helpers import compile_result, correctness, latency, samples, write_run
 
 from farm.cli import main
 from farm.results.store import CheckResult
+from tests.history_helpers import compile_result, correctness, latency, samples, write_run
 
 LOWERING = {"summary": "2 of 2 convs int8", "ops": [
     {"name": "conv1", "op": "conv2d", "dtype": "int8", "fallback": False},

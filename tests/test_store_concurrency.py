@@ -7,10 +7,9 @@ import os
 import subprocess
 import sys
 
-from history_helpers import write_run
-
 from farm.cli import REPO
 from farm.results.store import Store
+from tests.history_helpers import write_run
 
 WRITER = """
 import sys
