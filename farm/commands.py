@@ -16,6 +16,7 @@ from farm.results.store import Store, default_db
 from farm.run.runner import RunOptions, run
 from farm.transports import make_transport
 from farm.transports.base import DeviceFailure, FarmContext
+from farm.transports.checks import check_devices
 from farm.transports.embedded import Farm, running_farm, stop_detached, write_state
 from farm.transports.rpc import tracker_summary
 
@@ -76,16 +77,17 @@ def cmd_devices(args: argparse.Namespace, command: str) -> int:
     ctx = _ctx(args)
     names = getattr(args, "name", None)
     devices = [registry.get(n) for n in names] if names else registry.devices
-    rows, bad = [], 0
+    rows = []
     for d in devices:
         avail = make_transport(d, ctx).availability()
         status = "available" if avail.runnable else "unavailable"
-        bad += not avail.runnable
         rows.append([d.name, d.target.describe(), d.transport.describe(), d.threads,
                      ",".join(d.tags), status + (" (emulated)" if d.emulated else ""), avail.reason])
     print(tabulate(rows, headers=["name", "target", "transport", "threads", "tags", "status",
                                   "reason"]))
-    return 1 if (args.devices_cmd == "check" and names and bad) else 0
+    if args.devices_cmd == "check" and names:
+        return check_devices(ctx, devices, print)
+    return 0
 
 
 def cmd_up(args: argparse.Namespace, command: str) -> int:
