@@ -5,6 +5,7 @@ server). Callers quote every remote word with shlex.quote."""
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 import threading
@@ -13,6 +14,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from farm.transports.base import DeviceFailure, DeviceTimeout
+
+# paramiko logs failed handshakes as ERROR with a traceback; the farm reports them as one line
+logging.getLogger("paramiko").setLevel(logging.CRITICAL)
 
 
 class BoardRefused(DeviceFailure):
@@ -87,11 +91,13 @@ def connect(ep: Endpoint):
                        channel_timeout=ep.timeout)
         return client
     except BaseException as e:
+        transport = client.get_transport()
+        spoke = transport is not None and bool(transport.remote_version)
         client.close()
-        raise _connect_error(ep, identity, e) from None
+        raise _connect_error(ep, identity, e, spoke) from None
 
 
-def _connect_error(ep: Endpoint, identity: str | None, e: BaseException) -> BaseException:
+def _connect_error(ep: Endpoint, identity: str | None, e: BaseException, spoke: bool) -> BaseException:
     import paramiko
 
     if isinstance(e, DeviceFailure) or not isinstance(e, Exception):
@@ -109,7 +115,7 @@ def _connect_error(ep: Endpoint, identity: str | None, e: BaseException) -> Base
         who = f"key {identity}" if identity else "the ssh-agent's and ~/.ssh's keys"
         return BoardRefused(f"{ep.where} refused {who} ({e}): add the public key to "
                             f"~{ep.user or ''}/.ssh/authorized_keys on the board")
-    if isinstance(e, TimeoutError):
+    if isinstance(e, TimeoutError) or (isinstance(e, paramiko.SSHException) and not spoke):
         return DeviceTimeout(f"no SSH answer from {ep.host}:{ep.port} within {ep.timeout:g} s "
                              f"(connect_timeout)")
     if isinstance(e, OSError):
