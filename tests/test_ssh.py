@@ -196,6 +196,12 @@ def test_python_without_tvm_is_refused(sshd, board, data_dir, tmp_path, capsys):
     assert_clean(board, sshd)
 
 
+def test_direct_mode_needs_a_tracker_the_board_can_reach(sshd, board, data_dir, tmp_path, capsys):
+    yaml = devices_yaml(tmp_path / "d.yaml", sshd, board, host="192.0.2.1", tracker="direct")
+    line = check_fails(yaml, data_dir, capsys)  # refused before any connection is tried
+    assert "its own loopback" in line and "tracker: tunnel" in line
+
+
 def test_refused_board_in_a_run_is_recorded(sshd, board, data_dir, tmp_path):
     empty = tmp_path / "known_hosts"
     empty.write_text("")

@@ -7,10 +7,12 @@ and removes the directory. The server runs on a pty, so it also dies when the co
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import json
 import os
 import re
 import shlex
+import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -102,8 +104,10 @@ class SSHTransport(RPCTransport):
     def check(self, say: Callable[[str], None]) -> None:
         self.say = say
         self.start()  # stops what it started when a step fails
+        started = self.client is not None
         self.stop()
-        say("ok   stop: server killed, work directory removed")
+        if started:
+            say("ok   stop: server killed, work directory removed")
 
     def start(self) -> None:
         addr, key = self.tracker_address(), self.device.key
@@ -117,6 +121,7 @@ class SSHTransport(RPCTransport):
             raise
 
     def _bring_up(self, addr: tuple[str, int]) -> None:
+        tracker = self._direct_tracker(addr) if self.opts["tracker"] == "direct" else None
         self.client = connect(self.ep)
         self.say(f"ok   connect: {self.ep.where}, host key verified, logged in")
         info = self._probe()
@@ -125,7 +130,7 @@ class SSHTransport(RPCTransport):
         self.say(f"ok   target: {self.device.target.describe()} runs on this {info.arch} board")
         free_mb = self._make_rundir()
         self.say(f"ok   work directory: {self.rundir} ({free_mb} MB free)")
-        self._start_server(addr)
+        self._start_server(addr, tracker)
         self.say(f"ok   server: pid {self.pid} on the board, {self.opts['tracker']} to the tracker")
         wait_registered(addr, self.device.key, self.opts["start_timeout"], self._server_alive,
                         self._server_log)
@@ -182,14 +187,24 @@ class SSHTransport(RPCTransport):
                                 f"{MIN_FREE_MB}): free some space or set `workdir:` elsewhere")
         return free_mb
 
-    def _server_args(self, addr: tuple[str, int]) -> list[str]:
+    def _direct_tracker(self, addr: tuple[str, int]) -> str:
+        """The tracker as the board reaches it by itself; refused when that is the board's own
+        loopback while the board is another machine."""
         o = self.opts
-        if o["tracker"] == "tunnel":
+        host, port = o["tracker_host"] or addr[0], o["tracker_port"] or addr[1]
+        if _is_loopback(host) and not _is_loopback(self.ep.host):
+            raise BoardRefused(f"with `tracker: direct` the board would look for the tracker at "
+                               f"{host}:{port}, its own loopback: set `tracker_host`/`tracker_port` "
+                               f"to a tracker the board can reach, or use `tracker: tunnel`")
+        return f"{host}:{port}"
+
+    def _server_args(self, addr: tuple[str, int], tracker: str | None) -> list[str]:
+        o = self.opts
+        if tracker is None:
             # board → farm: the tracker; farm → board: the server, same port number on both ends
             tracker_port, port = self._open_tunnel(addr)
             return ["--tracker", f"127.0.0.1:{tracker_port}", "--host", "127.0.0.1",
                     "--port", str(port), "--port-end", str(port + 1), "--custom-addr", LOCAL_HOST]
-        tracker = f"{o['tracker_host'] or addr[0]}:{o['tracker_port'] or addr[1]}"
         seen_as = o["server_host"] if o["server_host"] not in ("0.0.0.0", "::") else self.ep.host
         return ["--tracker", tracker, "--host", o["server_host"], "--port", "9090",
                 "--port-end", "9199", "--custom-addr", seen_as]
@@ -214,10 +229,10 @@ class SSHTransport(RPCTransport):
         ports = json.loads(ready.read_text())
         return ports["tracker_port"], ports["server_port"]
 
-    def _start_server(self, addr: tuple[str, int]) -> None:
+    def _start_server(self, addr: tuple[str, int], tracker: str | None) -> None:
         argv = ["env", f"TVM_NUM_THREADS={self.device.threads}", f"TMPDIR={self.rundir}",
                 f"FARM_SSH_RUN={self.rundir}", self.opts["python"], "-m", "tvm.exec.rpc_server",
-                "--key", self.device.key, *self._server_args(addr)]
+                "--key", self.device.key, *self._server_args(addr, tracker)]
         command = (f"cd {q(self.rundir)} && echo farm-pid=$$ && exec {shlex.join(argv)} "
                    f">server.log 2>&1 </dev/null")
         try:
@@ -267,6 +282,13 @@ class SSHTransport(RPCTransport):
                 self.tunnel.stop()
                 self.tunnel = None
             client.close()
+
+
+def _is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(socket.gethostbyname(host)).is_loopback
+    except (OSError, ValueError):
+        return False
 
 
 def _read_pid(chan, timeout: float) -> int:
