@@ -11,11 +11,13 @@ from pathlib import Path
 import pytest
 
 from farm.cli import main
+from farm.compile.host import host_info
 from farm.config.devices import load_devices
 from farm.config.suites import find_suite, load_suite
 from farm.errors import ConfigError
 from farm.results.store import Store, default_db
 from farm.run.runner import RunOptions, run
+from farm.transports.local import ISA_FEATURES
 from farm.transports.ssh import _remote_path, canonical_arch
 from tests.sshd import Sshd, free_port, keygen, known_hosts_line, processes_with
 
@@ -182,6 +184,18 @@ def test_target_of_another_architecture_is_refused(sshd, board, data_dir, tmp_pa
     arm = "{family: arm, mtriple: aarch64-linux-gnu, mattr: [+neon]}"
     line = check_fails(devices_yaml(tmp_path / "d.yaml", sshd, board, target=arm), data_dir, capsys)
     assert "the board is x86_64 but 'board' has a aarch64 target" in line
+    assert_clean(board, sshd)
+
+
+def test_target_feature_the_board_lacks_is_refused(sshd, board, data_dir, tmp_path, capsys):
+    lacking = next((f for f in ("amx_int8", "avx512_fp16", "avx512_bf16")
+                    if f not in host_info().features), None)
+    if lacking is None:
+        pytest.skip("this CPU has every feature the test could ask for")
+    llvm = {v: k for k, v in ISA_FEATURES.items()}[lacking]
+    target = f"{{family: x86, mattr: [+{llvm}]}}"
+    line = check_fails(devices_yaml(tmp_path / "d.yaml", sshd, board, target=target), data_dir, capsys)
+    assert f"lacks {lacking}" in line
     assert_clean(board, sshd)
 
 

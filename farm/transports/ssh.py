@@ -22,7 +22,7 @@ from farm.compile.targets import target_dict
 from farm.transports.base import Availability, DeviceFailure, DeviceTimeout
 from farm.transports.local import needed_features
 from farm.transports.procs import Child, python_module
-from farm.transports.rpc import RPCTransport, free_servers, wait_registered
+from farm.transports.rpc import RPCTransport, wait_registered
 from farm.transports.sshlink import BoardRefused, Endpoint, connect, run
 from farm.transports.sshtunnel import LOCAL_HOST
 
@@ -110,12 +110,8 @@ class SSHTransport(RPCTransport):
             say("ok   stop: server killed, work directory removed")
 
     def start(self) -> None:
-        addr, key = self.tracker_address(), self.device.key
-        if free_servers(addr, key) > 0:
-            self.say(f"ok   a server is already registered under key '{key}'")
-            return
         try:
-            self._bring_up(addr)
+            self._bring_up(self.tracker_address())
         except BaseException:
             self.stop()
             raise
@@ -125,7 +121,7 @@ class SSHTransport(RPCTransport):
         self.client = connect(self.ep)
         self.say(f"ok   connect: {self.ep.where}, host key verified, logged in")
         info = self._probe()
-        self.say(f"ok   probe: {info.arch}, {info.cpu_model}, python {info.python}")
+        self.say(f"ok   probe: {info.arch}, {info.cpu_model}, python {info.python}{_version_note(info)}")
         self._check_target(info)
         self.say(f"ok   target: {self.device.target.describe()} runs on this {info.arch} board")
         free_mb = self._make_rundir()
@@ -282,6 +278,13 @@ class SSHTransport(RPCTransport):
                 self.tunnel.stop()
                 self.tunnel = None
             client.close()
+
+
+def _version_note(info: BoardInfo) -> str:
+    import tvm
+
+    ours = f"tvm {tvm.__version__}"
+    return "" if info.python.endswith(ours) else f" (the farm has {ours}: RPC may not match)"
 
 
 def _is_loopback(host: str) -> bool:
