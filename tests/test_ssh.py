@@ -3,9 +3,12 @@ the test's own Python (which has TVM) as the board's python."""
 
 from __future__ import annotations
 
+import os
+import shutil
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -98,6 +101,27 @@ def test_check_shows_each_step(sshd, board, data_dir, tmp_path, capsys):
                  "registered:", "stop:"):
         assert f"ok   {step}" in out
     assert "FAIL" not in out
+    assert_clean(board, sshd)
+
+
+def test_stale_run_directories_are_swept(sshd, board, data_dir, tmp_path, capsys):
+    hours_ago = time.time() - 2 * 3600
+    for name in ("run-old", "run-busy", "run-new"):  # left by a killed farm / in use / just made
+        (board / name).mkdir()
+        (board / name / "server.log").write_text("x")
+    os.utime(board / "run-old", (hours_ago, hours_ago))
+    os.utime(board / "run-busy", (hours_ago, hours_ago))
+    busy = subprocess.Popen(["sleep", "120"], env={**os.environ, "FARM_SSH_RUN": str(board / "run-busy")})
+    try:
+        yaml = devices_yaml(tmp_path / "devices.yaml", sshd, board)
+        assert cli("devices", "check", "board", "--devices", str(yaml), "--data-dir", str(data_dir)) == 0
+    finally:
+        busy.kill()
+        busy.wait()
+    assert "removed 1 stale run directories" in capsys.readouterr().out
+    assert sorted(p.name for p in board.iterdir()) == ["run-busy", "run-new"]
+    for name in ("run-busy", "run-new"):
+        shutil.rmtree(board / name)
     assert_clean(board, sshd)
 
 

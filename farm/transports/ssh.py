@@ -27,6 +27,11 @@ from farm.transports.sshlink import BoardRefused, Endpoint, connect, run
 from farm.transports.sshtunnel import LOCAL_HOST
 
 MIN_FREE_MB = 100
+# Run directories a killed farm left behind: untouched for an hour and no process runs with them
+# (each server has FARM_SSH_RUN=<its directory> in its environment).
+_SWEEP = ('for d in {root}/run-*; do [ -d "$d" ] && [ -n "$(find "$d" -maxdepth 0 -mmin +60)" ] '
+          '&& ! grep -qsaF "FARM_SSH_RUN=$d" /proc/[0-9]*/environ && rm -rf -- "$d" && '
+          'echo "stale $d"; done;')
 STOP_TIMEOUT = 15.0
 q = shlex.quote
 
@@ -124,8 +129,9 @@ class SSHTransport(RPCTransport):
         self.say(f"ok   probe: {info.arch}, {info.cpu_model}, python {info.python}{_version_note(info)}")
         self._check_target(info)
         self.say(f"ok   target: {self.device.target.describe()} runs on this {info.arch} board")
-        free_mb = self._make_rundir()
-        self.say(f"ok   work directory: {self.rundir} ({free_mb} MB free)")
+        free_mb, swept = self._make_rundir()
+        self.say(f"ok   work directory: {self.rundir} ({free_mb} MB free"
+                 f"{f'; removed {swept} stale run directories' if swept else ''})")
         self._start_server(addr, tracker)
         self.say(f"ok   server: pid {self.pid} on the board, {self.opts['tracker']} to the tracker")
         wait_registered(addr, self.device.key, self.opts["start_timeout"], self._server_alive,
@@ -164,11 +170,13 @@ class SSHTransport(RPCTransport):
                                f"which the target uses: remove them from mattr/requires or pick "
                                f"the board's mcpu")
 
-    def _make_rundir(self) -> int:
+    def _make_rundir(self) -> tuple[int, int]:
+        """Make this run's directory; (free MB there, stale run directories removed)."""
         root = _remote_path(self.opts["workdir"])
-        rc, out, err = self._run(f"mkdir -p -- {root} && d=$(mktemp -d {root}/run-XXXXXX) && "
-                                 f"echo \"$d\" && df -Pk \"$d\" | tail -n 1", "making the work directory")
-        lines = out.strip().splitlines()
+        rc, out, err = self._run(f"mkdir -p -- {root} && {_SWEEP.format(root=root)} "
+                                 f"d=$(mktemp -d {root}/run-XXXXXX) && echo \"$d\" && "
+                                 f"df -Pk \"$d\" | tail -n 1", "making the work directory")
+        lines = [ln for ln in out.strip().splitlines() if not ln.startswith("stale ")]
         if rc != 0 or len(lines) < 2:
             raise BoardRefused(f"cannot make a work directory under {self.opts['workdir']} on the "
                                f"board ({err.strip() or 'no output'}): set `workdir:` to a writable "
@@ -181,7 +189,7 @@ class SSHTransport(RPCTransport):
         if free_mb < MIN_FREE_MB:
             raise DeviceFailure(f"only {free_mb} MB free in {self.rundir} on the board (need "
                                 f"{MIN_FREE_MB}): free some space or set `workdir:` elsewhere")
-        return free_mb
+        return free_mb, out.count("stale ")
 
     def _direct_tracker(self, addr: tuple[str, int]) -> str:
         """The tracker as the board reaches it by itself; refused when that is the board's own
