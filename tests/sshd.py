@@ -52,7 +52,7 @@ class Sshd:
             "PermitRootLogin prohibit-password", "PubkeyAuthentication yes",
             "PasswordAuthentication no", "KbdInteractiveAuthentication no", "UsePAM no",
             "StrictModes no", "AllowTcpForwarding yes", "X11Forwarding no", "PrintMotd no",
-            "PermitTTY yes", "LogLevel VERBOSE", ""]))
+            "PermitTTY yes", "Subsystem sftp internal-sftp", "LogLevel VERBOSE", ""]))
         self.proc: Child | None = None
 
     def start(self, timeout: float = 20.0) -> Sshd:

@@ -22,6 +22,8 @@ from farm.results.store import Store, default_db
 from farm.run.runner import RunOptions, run
 from farm.transports.local import ISA_FEATURES
 from farm.transports.ssh import _remote_path, canonical_arch
+from farm.transports.sshlink import Endpoint, connect
+from farm.transports.sshpush import PushStats, push
 from tests.sshd import Sshd, free_port, keygen, known_hosts_line, processes_with
 
 REPO = Path(__file__).resolve().parent.parent
@@ -97,7 +99,7 @@ def test_check_shows_each_step(sshd, board, data_dir, tmp_path, capsys):
     yaml = devices_yaml(tmp_path / "devices.yaml", sshd, board)
     assert cli("devices", "check", "board", "--devices", str(yaml), "--data-dir", str(data_dir)) == 0
     out = capsys.readouterr().out
-    for step in ("connect:", "probe: x86_64", "target:", "work directory:", "server: pid",
+    for step in ("connect:", "probe: x86_64", "target:", "python:", "work directory:", "server: pid",
                  "registered:", "stop:"):
         assert f"ok   {step}" in out
     assert "FAIL" not in out
@@ -264,10 +266,49 @@ def test_password_in_devices_yaml_is_rejected(tmp_path):
         load_devices(yaml)
 
 
-def test_push_runtime_is_not_offered_yet(sshd, board, data_dir, tmp_path, capsys):
-    line = check_fails(devices_yaml(tmp_path / "d.yaml", sshd, board, runtime="push"),
-                       data_dir, capsys)
-    assert "runtime: push" in line
+def test_push_sends_only_changed_files(sshd, board, data_dir, tmp_path, capsys):
+    local = tmp_path / "runtime"
+    (local / "data").mkdir(parents=True)
+    # python imports sitecustomize from PYTHONPATH at start-up: it logs which processes used it
+    (local / "sitecustomize.py").write_text(
+        "import os\n"
+        "with open(os.path.join(os.path.dirname(__file__), '..', 'pythons.log'), 'a') as f:\n"
+        "    f.write(os.environ.get('FARM_SSH_RUN', 'probe') + '\\n')\n")
+    (local / "data" / "blob.bin").write_bytes(os.urandom(200_000))
+    (local / "gone.txt").write_text("old")
+    yaml = devices_yaml(tmp_path / "devices.yaml", sshd, board, runtime="push", push_from=str(local))
+
+    assert cli("devices", "check", "board", "--devices", str(yaml), "--data-dir", str(data_dir)) == 0
+    assert "push: 3 of 3 files changed and sent" in capsys.readouterr().out
+    pushed = board / "runtime"
+    assert (pushed / "data" / "blob.bin").read_bytes() == (local / "data" / "blob.bin").read_bytes()
+    servers = {ln for ln in (board / "pythons.log").read_text().split() if ln != "probe"}
+    assert len(servers) == 1 and next(iter(servers)).startswith(f"{board}/run-")  # ran with it
+
+    client = connect(Endpoint(sshd.host, sshd.port, "root", str(sshd.user_key),
+                              str(sshd.known_hosts), 5.0))
+    try:
+        (local / "gone.txt").unlink()
+        (local / "data" / "blob.bin").write_bytes(os.urandom(1000))
+        assert push(client, local, str(pushed), 10.0) == PushStats(1, 1, 2, 1000)
+        assert not (pushed / "gone.txt").exists()
+        (pushed / "data" / "blob.bin").write_bytes(b"edited on the board")
+        assert push(client, local, str(pushed), 10.0).sent == 1
+        assert (pushed / "data" / "blob.bin").read_bytes() == (local / "data" / "blob.bin").read_bytes()
+        assert push(client, local, str(pushed), 10.0) == PushStats(0, 0, 2, 0)
+    finally:
+        client.close()
+    shutil.rmtree(pushed)
+    (board / "pythons.log").unlink()
+    assert_clean(board, sshd)
+
+
+def test_push_needs_a_source(tmp_path):
+    yaml = tmp_path / "d.yaml"
+    yaml.write_text("devices:\n  - name: b\n    target: {family: x86}\n"
+                    "    transport: {kind: ssh, host: h, runtime: push}\n")
+    with pytest.raises(ConfigError, match="needs `push_from:`"):
+        load_devices(yaml)
 
 
 def test_arch_names_and_remote_paths():

@@ -134,6 +134,10 @@ def _transport(node: Node) -> TransportSpec:
         opts["workdir"] = node.get("workdir", str, "/tmp/farm")
         opts["python"] = node.get("python", str, "python3")
         opts["runtime"] = node.choice("runtime", ["installed", "push"], "installed")
+        opts["push_from"] = node.get("push_from", str)  # push: local dir kept in sync on the board
+        if opts["runtime"] == "push" and not opts["push_from"]:
+            raise node.error("runtime", "`runtime: push` needs `push_from:`",
+                             "add `push_from: <local directory with TVM for the board>`")
         opts["tracker"] = node.choice("tracker", ["direct", "tunnel"], "tunnel")
         opts["tracker_host"] = node.get("tracker_host", str)  # direct: the tracker as the board sees it
         opts["tracker_port"] = _port(node, "tracker_port")

@@ -16,6 +16,7 @@ import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 from farm.compile.host import parse_cpuinfo
 from farm.compile.targets import target_dict
@@ -24,6 +25,7 @@ from farm.transports.local import needed_features
 from farm.transports.procs import Child, python_module
 from farm.transports.rpc import RPCTransport, wait_registered
 from farm.transports.sshlink import BoardRefused, Endpoint, connect, run
+from farm.transports.sshpush import push
 from farm.transports.sshtunnel import LOCAL_HOST
 
 MIN_FREE_MB = 100
@@ -60,7 +62,6 @@ class BoardInfo:
     arch: str
     cpu_model: str
     features: frozenset[str]
-    python: str  # "3.11.2 tvm 0.27.0"
 
 
 def _remote_path(path: str) -> str:
@@ -85,6 +86,7 @@ class SSHTransport(RPCTransport):
         self.server = None  # the pty channel the server runs on
         self.pid: int | None = None  # the server's process group on the board
         self.rundir: str | None = None
+        self.pythonpath: str | None = None  # runtime: push puts the pushed directory here
         self.say: Callable[[str], None] = lambda line: None
 
     # --- cheap local checks -------------------------------------------------------------------
@@ -97,9 +99,8 @@ class SSHTransport(RPCTransport):
         for key in ("identity", "known_hosts"):
             if o.get(key) and not os.path.isfile(os.path.expanduser(o[key])):
                 return Availability(False, f"{key} file {o[key]} does not exist")
-        if o["runtime"] == "push":
-            return Availability(False, "`runtime: push` is not supported yet: install TVM on the "
-                                       "board and use `runtime: installed`")
+        if o["runtime"] == "push" and not os.path.isdir(os.path.expanduser(o["push_from"])):
+            return Availability(False, f"push_from directory {o['push_from']} does not exist")
         if self.device.target.mcpu == "host":
             return Availability(False, "`mcpu: host` means the farm's CPU, not the board's: name "
                                        "the board's CPU (e.g. cortex-a72) or leave mcpu out")
@@ -126,9 +127,13 @@ class SSHTransport(RPCTransport):
         self.client = connect(self.ep)
         self.say(f"ok   connect: {self.ep.where}, host key verified, logged in")
         info = self._probe()
-        self.say(f"ok   probe: {info.arch}, {info.cpu_model}, python {info.python}{_version_note(info)}")
+        self.say(f"ok   probe: {info.arch}, {info.cpu_model}")
         self._check_target(info)
         self.say(f"ok   target: {self.device.target.describe()} runs on this {info.arch} board")
+        if self.opts["runtime"] == "push":
+            self._push()
+        python = self._check_python()
+        self.say(f"ok   python: {python}{_version_note(python)}")
         free_mb, swept = self._make_rundir()
         self.say(f"ok   work directory: {self.rundir} ({free_mb} MB free"
                  f"{f'; removed {swept} stale run directories' if swept else ''})")
@@ -146,17 +151,39 @@ class SSHTransport(RPCTransport):
         _, cpu, _ = self._run("grep -m1 -iE '^(model name|hardware|cpu model)' /proc/cpuinfo; "
                               "grep -m1 -iE '^(flags|features)' /proc/cpuinfo", "reading /proc/cpuinfo")
         model, features = parse_cpuinfo(cpu)
+        return BoardInfo(canonical_arch(arch.strip()), model, features)
+
+    def _env(self) -> list[str]:
+        return ["env"] + ([f"PYTHONPATH={self.pythonpath}"] if self.pythonpath else [])
+
+    def _check_python(self) -> str:
+        """'3.11.2 tvm 0.27.0' from the board's python, or refused when it has no TVM."""
         python = self.opts["python"]
-        rc, out, err = self._run(
-            f"{q(python)} -c 'import sys, tvm; print(sys.version.split()[0], \"tvm\", tvm.__version__)'",
-            f"`import tvm` with {python}", self.opts["start_timeout"])
+        argv = self._env() + [python, "-c", 'import sys, tvm; '
+                              'print(sys.version.split()[0], "tvm", tvm.__version__)']
+        rc, out, err = self._run(shlex.join(argv), f"`import tvm` with {python}",
+                                 self.opts["start_timeout"])
         if rc != 0:
             last = (err.strip().splitlines() or ["(no output)"])[-1]
             raise BoardRefused(
                 f"{python} on the board cannot import tvm (exit {rc}: {last}): install it there "
-                f"(pip install apache-tvm==0.27.0.post1 tornado cloudpickle psutil) or set `python:` "
-                f"to an interpreter that has it")
-        return BoardInfo(canonical_arch(arch.strip()), model, features, out.strip())
+                f"(pip install apache-tvm==0.27.0.post1 tornado cloudpickle psutil), set `python:` "
+                f"to an interpreter that has it, or push it (`runtime: push`)")
+        return out.strip()
+
+    def _push(self) -> None:
+        root = _remote_path(self.opts["workdir"])
+        rc, out, err = self._run(f"mkdir -p -- {root}/runtime && cd -- {root}/runtime && pwd",
+                                 "making the runtime directory")
+        if rc != 0:
+            raise BoardRefused(f"cannot make {self.opts['workdir']}/runtime on the board "
+                               f"({err.strip()}): set `workdir:` to a writable directory")
+        remote = out.strip()
+        local = Path(os.path.expanduser(self.opts["push_from"]))
+        stats = push(self.client, local, remote, self.opts["start_timeout"])
+        self.pythonpath = remote
+        self.say(f"ok   push: {stats.sent} of {stats.total} files changed and sent "
+                 f"({stats.sent_bytes // 1024} KB), {stats.removed} removed, into {remote}")
 
     def _check_target(self, info: BoardInfo) -> None:
         want = target_arch(self.device)
@@ -234,7 +261,7 @@ class SSHTransport(RPCTransport):
         return ports["tracker_port"], ports["server_port"]
 
     def _start_server(self, addr: tuple[str, int], tracker: str | None) -> None:
-        argv = ["env", f"TVM_NUM_THREADS={self.device.threads}", f"TMPDIR={self.rundir}",
+        argv = [*self._env(), f"TVM_NUM_THREADS={self.device.threads}", f"TMPDIR={self.rundir}",
                 f"FARM_SSH_RUN={self.rundir}", self.opts["python"], "-m", "tvm.exec.rpc_server",
                 "--key", self.device.key, *self._server_args(addr, tracker)]
         command = (f"cd {q(self.rundir)} && echo farm-pid=$$ && exec {shlex.join(argv)} "
@@ -288,11 +315,11 @@ class SSHTransport(RPCTransport):
             client.close()
 
 
-def _version_note(info: BoardInfo) -> str:
+def _version_note(python: str) -> str:
     import tvm
 
     ours = f"tvm {tvm.__version__}"
-    return "" if info.python.endswith(ours) else f" (the farm has {ours}: RPC may not match)"
+    return "" if python.endswith(ours) else f" (the farm has {ours}: RPC may not match)"
 
 
 def _is_loopback(host: str) -> bool:
