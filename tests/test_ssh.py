@@ -258,11 +258,13 @@ def test_refused_board_in_a_run_is_recorded(sshd, board, data_dir, tmp_path):
 
 
 # --- configuration and helpers --------------------------------------------------------------------
-def test_password_in_devices_yaml_is_rejected(tmp_path):
+@pytest.mark.parametrize("extra, error", [("password: hunter2", "passwords are never stored"),
+                                          ("runtime: push", "needs `push_from:`")])
+def test_bad_ssh_options_are_rejected(tmp_path, extra, error):
     yaml = tmp_path / "d.yaml"
     yaml.write_text("devices:\n  - name: b\n    target: {family: x86}\n"
-                    "    transport: {kind: ssh, host: h, password: hunter2}\n")
-    with pytest.raises(ConfigError, match="passwords are never stored"):
+                    f"    transport: {{kind: ssh, host: h, {extra}}}\n")
+    with pytest.raises(ConfigError, match=f"d.yaml:4: .*{error}"):
         load_devices(yaml)
 
 
@@ -302,13 +304,6 @@ def test_push_sends_only_changed_files(sshd, board, data_dir, tmp_path, capsys):
     (board / "pythons.log").unlink()
     assert_clean(board, sshd)
 
-
-def test_push_needs_a_source(tmp_path):
-    yaml = tmp_path / "d.yaml"
-    yaml.write_text("devices:\n  - name: b\n    target: {family: x86}\n"
-                    "    transport: {kind: ssh, host: h, runtime: push}\n")
-    with pytest.raises(ConfigError, match="needs `push_from:`"):
-        load_devices(yaml)
 
 
 def test_arch_names_and_remote_paths():
