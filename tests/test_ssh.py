@@ -242,6 +242,14 @@ def test_direct_mode_needs_a_tracker_the_board_can_reach(sshd, board, data_dir, 
     assert "its own loopback" in line and "tracker: tunnel" in line
 
 
+def test_server_that_never_registers_times_out(sshd, board, data_dir, tmp_path, capsys):
+    yaml = devices_yaml(tmp_path / "d.yaml", sshd, board, tracker="direct", server_host="127.0.0.1",
+                        tracker_host="127.0.0.1", tracker_port=free_port(), start_timeout=15)
+    line = check_fails(yaml, data_dir, capsys)  # the server keeps knocking at a closed port
+    assert "(timeout)" in line and "no server registered under key 'board' within 15 s" in line
+    assert_clean(board, sshd)  # the waiting server was killed
+
+
 def test_refused_board_in_a_run_is_recorded(sshd, board, data_dir, tmp_path):
     empty = tmp_path / "known_hosts"
     empty.write_text("")
