@@ -18,6 +18,7 @@ from farm.results.store import Store, default_db
 from farm.run.runner import RunOptions, run
 from farm.transports import make_transport
 from farm.transports.base import DeviceFailure, FarmContext
+from farm.transports.checks import check_devices
 from farm.transports.embedded import Farm, running_farm, stop_detached, write_state
 from farm.transports.rpc import tracker_summary
 
@@ -106,11 +107,10 @@ def cmd_devices(args: argparse.Namespace, command: str) -> int:
     store = Store(default_db(args.data_dir))
     health = store.health()
     store.close()
-    rows, bad = [], 0
+    rows = []
     for d in devices:
         avail = make_transport(d, ctx).availability()
         status = "available" if avail.runnable else "unavailable"
-        bad += not avail.runnable
         last = health.get(d.name)
         rows.append([d.name, d.target.describe(), d.transport.describe(), d.threads,
                      ",".join(d.tags), status + (" (emulated)" if d.emulated else ""), avail.reason,
@@ -118,7 +118,9 @@ def cmd_devices(args: argparse.Namespace, command: str) -> int:
                      if last else "-"])
     print(tabulate(rows, headers=["name", "target", "transport", "threads", "tags", "status",
                                   "reason", "last health"]))
-    return 1 if (args.devices_cmd == "check" and names and bad) else 0
+    if args.devices_cmd == "check" and names:
+        return check_devices(ctx, devices, print)
+    return 0
 
 
 def cmd_up(args: argparse.Namespace, command: str) -> int:

@@ -138,10 +138,16 @@ def _transport(node: Node) -> TransportSpec:
         opts["workdir"] = node.get("workdir", str, "/tmp/farm")
         opts["python"] = node.get("python", str, "python3")
         opts["runtime"] = node.choice("runtime", ["installed", "push"], "installed")
+        opts["push_from"] = node.get("push_from", str)  # push: local dir kept in sync on the board
+        if opts["runtime"] == "push" and not opts["push_from"]:
+            raise node.error("runtime", "`runtime: push` needs `push_from:`",
+                             "add `push_from: <local directory with TVM for the board>`")
         opts["tracker"] = node.choice("tracker", ["direct", "tunnel"], "tunnel")
-        opts["tracker_host"] = node.get("tracker_host", str)
+        opts["tracker_host"] = node.get("tracker_host", str)  # direct: the tracker as the board sees it
         opts["tracker_port"] = _port(node, "tracker_port")
+        opts["server_host"] = node.get("server_host", str, "0.0.0.0")  # direct: where the server listens
         opts["connect_timeout"] = node.number("connect_timeout", float, 10.0, lo=0.1)
+        opts["start_timeout"] = node.number("start_timeout", float, 120.0, lo=1.0)
         if "password" in node.data:
             node._read.add("password")
             raise node.error("password", "passwords are never stored in devices.yaml",

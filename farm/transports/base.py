@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
@@ -82,6 +83,13 @@ class Transport(ABC):
 
     def stop(self) -> None:
         """Undo `start`; must be safe to call more than once and after a failed start."""
+
+    def check(self, say: Callable[[str], None]) -> None:
+        """`farm devices check NAME`: bring the device up and down once, telling `say` each step;
+        raises DeviceFailure or FarmError at the first failing step."""
+        self.start()
+        self.stop()
+        say("ok   started and stopped")
 
     def pids(self) -> list[int]:
         """Process groups this transport started (recorded by `farm up` for `farm down`)."""

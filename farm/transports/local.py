@@ -12,13 +12,13 @@ from farm.transports.rpc import RPCTransport, free_servers, wait_registered
 ISA_FEATURES = {"avx": "avx", "avx2": "avx2", "fma": "fma", "avx512f": "avx512f",
                 "avx512bw": "avx512bw", "avx512vl": "avx512vl", "avx512vnni": "avx512_vnni",
                 "avxvnni": "avx_vnni", "avx512bf16": "avx512_bf16", "avx512fp16": "avx512_fp16",
-                "amx-int8": "amx_int8"}
+                "amx-int8": "amx_int8", "neon": "neon", "dotprod": "dotprod", "i8mm": "i8mm",
+                "sve": "sve"}
 REGISTER_TIMEOUT = 60.0
 
 
-def missing_features(device) -> list[str]:
-    """Instruction-set features the device's code may use that this host lacks."""
-    host = host_info()
+def needed_features(device) -> set[str]:
+    """Instruction-set features (in /proc/cpuinfo spelling) the device's code may use."""
     need = set(device.requires)
     if device.target.mcpu not in (None, "host"):
         import tvm
@@ -30,7 +30,12 @@ def missing_features(device) -> list[str]:
         need |= {ISA_FEATURES[f] for f in feats if f in ISA_FEATURES}
     need |= {ISA_FEATURES[a[1:]] for a in device.target.mattr
              if a.startswith("+") and a[1:] in ISA_FEATURES}
-    return sorted(f for f in need if f not in host.features)
+    return need
+
+
+def missing_features(device) -> list[str]:
+    """Instruction-set features the device's code may use that this host lacks."""
+    return sorted(f for f in needed_features(device) if f not in host_info().features)
 
 
 class LocalTransport(RPCTransport):
