@@ -13,7 +13,7 @@ from farm.config.suites import ModelSpec, Suite, find_suite, load_suite
 from farm.errors import ConfigError, FarmError
 from farm.report.table import render
 from farm.results.store import Store, default_db
-from farm.run.runner import RunOptions, run
+from farm.run.runner import RunOptions, run, stderr_progress
 from farm.transports import make_transport
 from farm.transports.base import DeviceFailure, FarmContext
 from farm.transports.embedded import Farm, running_farm, stop_detached, write_state
@@ -72,6 +72,8 @@ def _ctx(args) -> FarmContext:
 
 
 def cmd_devices(args: argparse.Namespace, command: str) -> int:
+    if args.devices_cmd == "emulate":
+        return _emulate(args)
     registry = load_devices(args.devices)
     ctx = _ctx(args)
     names = getattr(args, "name", None)
@@ -86,6 +88,15 @@ def cmd_devices(args: argparse.Namespace, command: str) -> int:
     print(tabulate(rows, headers=["name", "target", "transport", "threads", "tags", "status",
                                   "reason"]))
     return 1 if (args.devices_cmd == "check" and names and bad) else 0
+
+
+def _emulate(args: argparse.Namespace) -> int:
+    from farm.provision import arm64
+
+    done = arm64.provision(args.sysroot, progress=stderr_progress)
+    how = f"built in {done.seconds:.0f} s" if done.built else "already provisioned"
+    print(f"arm64 sysroot {how}: {done.sysroot}")
+    return 0
 
 
 def cmd_up(args: argparse.Namespace, command: str) -> int:
