@@ -94,7 +94,6 @@ def test_concurrent_provision_waits_for_the_lock_and_reuses(tmp_path):
         # the other builder finishes: complete sysroot renamed into place
         arm64.python_in(target).parent.mkdir(parents=True)
         arm64.python_in(target).write_text("")
-        (target / arm64.MARKER).write_text("{}")
     waiter.join(10.0)
     assert outcome == [arm64.Provisioned(target, built=False)]
 
@@ -107,6 +106,15 @@ def test_missing_tool_is_one_line_error(tmp_path, monkeypatch, capsys):
     assert main(["devices", "emulate", "arm64", "--sysroot", str(tmp_path / "sysroot")]) == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "apt-get install apt" in err
+
+
+def test_foreign_directory_is_never_overwritten(tmp_path):
+    mine = tmp_path / "not-a-sysroot"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("keep")
+    with pytest.raises(FarmError, match=r"is not empty but has no /usr/bin/python3.11"):
+        arm64.provision(mine)
+    assert [p.name for p in mine.iterdir()] == ["notes.txt"]
 
 
 def test_availability_names_what_is_missing(tmp_path, monkeypatch):
@@ -164,7 +172,6 @@ def test_server_that_dies_reports_its_log(sysroot, tmp_path):
     for part in ("lib", "usr/bin", "usr/lib/aarch64-linux-gnu", "usr/lib/python3.11"):
         (broken / part).parent.mkdir(parents=True, exist_ok=True)
         (broken / part).symlink_to(sysroot / part)
-    (broken / arm64.MARKER).write_text("{}")
     _start(_devices(tmp_path, {"sysroot": str(broken)}), tmp_path / "farm", DeviceFailure,
            r"the RPC server for 'arm' exited: .*No module named 'tvm'")
 

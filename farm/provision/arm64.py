@@ -27,7 +27,7 @@ DEBS = [DEB_ROOT, "libstdc++6:arm64"]  # TVM's shared libraries are C++; python3
 # Pure-Python or aarch64 wheels the runtime and its RPC server import.
 WHEEL_EXTRAS = ["numpy", "ml_dtypes", "typing_extensions", "tornado", "psutil", "cloudpickle"]
 PLATFORMS = ["manylinux_2_28_aarch64", "manylinux2014_aarch64", "any"]
-MARKER = ".farm-sysroot.json"  # written last: its presence means the sysroot is complete
+MARKER = ".farm-sysroot.json"  # versions and build time of a sysroot farm built
 LAYOUT = 1  # bump when what goes into the sysroot changes
 QEMU = "qemu-aarch64-static"
 QEMU_PACKAGE = "qemu-user-static"
@@ -71,7 +71,8 @@ def emulated_python(sysroot: Path, cpu: str, *args: str) -> list[str]:
 
 
 def is_provisioned(sysroot: Path) -> bool:
-    return (sysroot / MARKER).is_file() and python_in(sysroot).is_file()
+    """Ours appear complete or not at all (renamed into place); one made by hand is taken as is."""
+    return python_in(sysroot).is_file()
 
 
 @dataclass(frozen=True)
@@ -86,6 +87,9 @@ def provision(sysroot: Path | None = None, progress: Progress = lambda _m: None)
     sysroot = sysroot or default_sysroot()
     if is_provisioned(sysroot):
         return Provisioned(sysroot, built=False)
+    if sysroot.is_dir() and any(sysroot.iterdir()):
+        raise FarmError(f"{sysroot} is not empty but has no {python_in(Path('/'))}, so it is not "
+                        "an arm64 sysroot", "empty it, or point the device's `sysroot:` elsewhere")
     sysroot.parent.mkdir(parents=True, exist_ok=True)
     with open(sysroot.parent / f"{sysroot.name}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # another farm building it: wait, then reuse its result
@@ -99,7 +103,8 @@ def provision(sysroot: Path | None = None, progress: Progress = lambda _m: None)
             seconds = time.monotonic() - start
             (tmp / "root" / MARKER).write_text(json.dumps(
                 {**runtime_versions(), "layout": LAYOUT, "build_seconds": round(seconds, 1)}))
-            shutil.rmtree(sysroot, ignore_errors=True)  # an incomplete one left by hand
+            if sysroot.is_dir():
+                sysroot.rmdir()  # empty (checked above): made by hand to hold it
             os.rename(tmp / "root", sysroot)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
