@@ -99,10 +99,12 @@ def test_concurrent_provision_waits_for_the_lock_and_reuses(tmp_path):
 
 
 def test_missing_tool_is_one_line_error(tmp_path, monkeypatch, capsys):
+    stale = tmp_path / "sysroot.tmp-99999"  # left by a builder that was killed
+    (stale / "root").mkdir(parents=True)
     monkeypatch.setenv("PATH", str(tmp_path / "empty-bin"))
     with pytest.raises(FarmError, match=r"'apt-get' is not installed — apt-get install apt"):
         arm64.provision(tmp_path / "sysroot")
-    assert not (tmp_path / "sysroot").exists()
+    assert not (tmp_path / "sysroot").exists() and not stale.exists()
     assert main(["devices", "emulate", "arm64", "--sysroot", str(tmp_path / "sysroot")]) == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "apt-get install apt" in err

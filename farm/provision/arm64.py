@@ -95,9 +95,10 @@ def provision(sysroot: Path | None = None, progress: Progress = lambda _m: None)
         fcntl.flock(lock, fcntl.LOCK_EX)  # another farm building it: wait, then reuse its result
         if is_provisioned(sysroot):
             return Provisioned(sysroot, built=False)
+        for stale in sysroot.parent.glob(f"{sysroot.name}.tmp-*"):
+            shutil.rmtree(stale, ignore_errors=True)  # its builder died: it held the lock otherwise
         start = time.monotonic()
         tmp = sysroot.parent / f"{sysroot.name}.tmp-{os.getpid()}"
-        shutil.rmtree(tmp, ignore_errors=True)
         try:
             _build(tmp, progress)
             seconds = time.monotonic() - start
