@@ -182,3 +182,11 @@ def test_registration_timeout_names_the_log_and_stops_the_server(sysroot, tmp_pa
     monkeypatch.setattr("farm.transports.qemu.REGISTER_TIMEOUT", 0.5)  # import alone takes seconds
     _start(_devices(tmp_path, {}), tmp_path / "farm", DeviceTimeout,
            r"within 0 s \(emulated server log .*server-arm\.log")
+
+
+def test_sysroot_whose_python_cannot_run_is_a_device_error(tmp_path):
+    bad = tmp_path / "bad-sysroot"
+    arm64.python_in(bad).parent.mkdir(parents=True)
+    arm64.python_in(bad).write_bytes(b"not an ELF file")
+    _start(_devices(tmp_path, {"sysroot": str(bad)}), tmp_path / "farm", DeviceFailure,
+           r"the emulated python failed: .+")

@@ -156,9 +156,8 @@ def _build(tmp: Path, progress: Progress) -> None:
     proc = subprocess.run(emulated_python(root, "max", "-c", "import tvm.rpc.server"),
                           capture_output=True, text=True, env={**os.environ, **EMULATED_ENV})
     if proc.returncode != 0:
-        lines = [ln for ln in (proc.stderr + proc.stdout).splitlines() if ln.strip()]
         raise FarmError("the new arm64 sysroot cannot import tvm under qemu: "
-                        f"{lines[-1].strip() if lines else f'exit code {proc.returncode}'}",
+                        f"{last_line(proc.stderr + proc.stdout, proc.returncode)}",
                         "report this with the farm and Debian versions")
 
 
@@ -196,8 +195,13 @@ def _ok(argv: list[str]) -> bool:
 def _run(argv: list[str], what: str, cwd: Path | None = None) -> str:
     proc = subprocess.run(argv, cwd=cwd, capture_output=True, text=True)
     if proc.returncode != 0:
-        lines = [ln for ln in (proc.stderr or proc.stdout).splitlines() if ln.strip()]
         raise FarmError(f"provisioning the arm64 sysroot failed in {what}: "
-                        f"{lines[-1].strip() if lines else f'exit code {proc.returncode}'}",
+                        f"{last_line(proc.stderr or proc.stdout, proc.returncode)}",
                         "fix the cause and run `farm devices emulate arm64` again")
     return proc.stdout
+
+
+def last_line(output: str, returncode: int) -> str:
+    """What a failed command said last (its error, usually), for a one-line message."""
+    lines = [ln.strip() for ln in output.splitlines() if ln.strip()]
+    return lines[-1] if lines else f"exit code {returncode}"

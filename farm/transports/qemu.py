@@ -63,14 +63,9 @@ def emulated_features(sysroot: Path, cpu: str) -> set[str]:
     except subprocess.TimeoutExpired:
         raise DeviceFailure(f"the emulated python did not start within {PROBE_TIMEOUT:.0f} s") from None
     if proc.returncode != 0:
-        raise DeviceFailure(f"the emulated python failed: {_tail(proc.stderr)}")
+        raise DeviceFailure(f"the emulated python failed: {arm64.last_line(proc.stderr, proc.returncode)}")
     auxv = {int(t): int(v) for t, v in (ln.split() for ln in proc.stdout.splitlines())}
     return {f for f, (at, bit) in HWCAPS.items() if auxv.get(at, 0) >> bit & 1}
-
-
-def _tail(text: str) -> str:
-    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
-    return lines[-1] if lines else "no output"
 
 
 class QemuTransport(RPCTransport):
