@@ -189,4 +189,4 @@ def test_sysroot_whose_python_cannot_run_is_a_device_error(tmp_path):
     arm64.python_in(bad).parent.mkdir(parents=True)
     arm64.python_in(bad).write_bytes(b"not an ELF file")
     _start(_devices(tmp_path, {"sysroot": str(bad)}), tmp_path / "farm", DeviceFailure,
-           r"the emulated python failed: .+")
+           r"qemu-aarch64-static -cpu max cannot run .*bad-sysroot/usr/bin/python3.11: .+")

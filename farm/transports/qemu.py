@@ -63,7 +63,8 @@ def emulated_features(sysroot: Path, cpu: str) -> set[str]:
     except subprocess.TimeoutExpired:
         raise DeviceFailure(f"the emulated python did not start within {PROBE_TIMEOUT:.0f} s") from None
     if proc.returncode != 0:
-        raise DeviceFailure(f"the emulated python failed: {arm64.last_line(proc.stderr, proc.returncode)}")
+        raise DeviceFailure(f"{arm64.QEMU} -cpu {cpu} cannot run {arm64.python_in(sysroot)}: "
+                            f"{arm64.last_line(proc.stderr, proc.returncode)}")
     auxv = {int(t): int(v) for t, v in (ln.split() for ln in proc.stdout.splitlines())}
     return {f for f, (at, bit) in HWCAPS.items() if auxv.get(at, 0) >> bit & 1}
 
