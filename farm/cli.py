@@ -45,6 +45,10 @@ def _parser() -> argparse.ArgumentParser:
     dsub.add_parser("list", parents=[common], help="table of devices and their status")
     check = dsub.add_parser("check", parents=[common], help="probe each device, say why one is unavailable")
     check.add_argument("name", nargs="*", help="only these devices")
+    emulate = dsub.add_parser("emulate", parents=[common],
+                              help="provision what an emulated device needs (arm64: its sysroot)")
+    emulate.add_argument("arch", choices=["arm64"])
+    emulate.add_argument("--sysroot", type=Path, help="where (default: the shared cache, $FARM_CACHE)")
 
     sub.add_parser("up", parents=[common], help="start the local farm and keep it running")
     sub.add_parser("down", parents=[common], help="stop the farm started by `farm up`")

@@ -15,7 +15,7 @@ from farm.errors import ConfigError, FarmError
 from farm.report.commands import cmd_compare, cmd_history, cmd_matrix, report_file, write_output  # noqa: F401
 from farm.report.table import render
 from farm.results.store import Store, default_db
-from farm.run.runner import RunOptions, run
+from farm.run.runner import RunOptions, run, stderr_progress
 from farm.transports import make_transport
 from farm.transports.base import DeviceFailure, FarmContext
 from farm.transports.checks import check_devices
@@ -100,6 +100,8 @@ def _ctx(args) -> FarmContext:
 
 
 def cmd_devices(args: argparse.Namespace, command: str) -> int:
+    if args.devices_cmd == "emulate":
+        return _emulate(args)
     registry = load_devices(args.devices)
     ctx = _ctx(args)
     names = getattr(args, "name", None)
@@ -120,6 +122,15 @@ def cmd_devices(args: argparse.Namespace, command: str) -> int:
                                   "reason", "last health"]))
     if args.devices_cmd == "check" and names:
         return check_devices(ctx, devices, print)
+    return 0
+
+
+def _emulate(args: argparse.Namespace) -> int:
+    from farm.provision import arm64
+
+    done = arm64.provision(args.sysroot, progress=stderr_progress)
+    how = f"built in {done.seconds:.0f} s" if done.built else "already provisioned"
+    print(f"arm64 sysroot {how}: {done.sysroot}")
     return 0
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from farm.config.devices import Device
 from farm.transports.base import Availability, FarmContext, Transport
 from farm.transports.local import LocalTransport
+from farm.transports.qemu import QemuTransport
 from farm.transports.ssh import SSHTransport
 from farm.transports.tracker import TrackerTransport
 
@@ -24,6 +25,7 @@ class _NotYetTransport(Transport):
 
 TRANSPORTS: dict[str, type[Transport]] = {
     "local": LocalTransport,
+    "qemu": QemuTransport,
     "tracker": TrackerTransport,
     "ssh": SSHTransport,
 }

@@ -1,0 +1,1 @@
+"""Building what emulated devices need (sysroots), cached and shared across runs."""
