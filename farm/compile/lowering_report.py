@@ -156,5 +156,10 @@ def render(report: dict[str, Any]) -> str:
                      f"  [{o['compute']}]{tail}")
     for sym, counts in sorted(report["kernels"].items()):
         desc = ", ".join(f"{k} x{v}" for k, v in sorted(counts.items())) or "no dot-product instructions"
-        lines.append(f"  kernel {sym}: {desc}")
+        lines.append(f"  kernel {_short(sym)}: {desc}")
     return "\n".join(lines)
+
+
+def _short(symbol: str, width: int = 56) -> str:
+    name = symbol.removesuffix("_compute_")
+    return name if len(name) <= width else name[:width] + "…"

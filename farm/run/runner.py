@@ -19,6 +19,7 @@ from farm.errors import FarmError
 from farm.models.reference import make_inputs, model_inputs, output_steps, run_reference
 from farm.models.registry import ModelFiles, build_builtin, load_onnx
 from farm.results.store import CheckResult, Store, default_db, new_run_id
+from farm.run import baseline
 from farm.run.metrics import LatencyStats, compare, judge
 from farm.transports.base import DeviceFailure, DeviceSession
 from farm.transports.embedded import Farm
@@ -104,6 +105,15 @@ def run_device(farm: Farm, prep: PreparedSuite, device: Device, opts: RunOptions
         return
     result("compile", "pass", metrics=_compile_metrics(art))
     checks = ["correctness"] + (["latency"] if suite.latency.enabled else [])
+    fp32 = None
+    if suite.fp32_baseline and suite.latency.enabled:
+        opts.progress(f"[{device.name}] compiling the fp32 baseline of {prep.model.name}")
+        fp32 = baseline.compile_fp32(prep.model, device, opts.data_dir)
+        if isinstance(fp32, FarmError):
+            result(baseline.CHECK, "error", kind="compile", reason=fp32.format())
+            fp32 = None
+        else:
+            checks.append(baseline.CHECK)
     if not avail.runnable:
         for check in checks:
             result(check, "skipped", kind="unavailable", reason=avail.reason)
@@ -111,7 +121,7 @@ def run_device(farm: Farm, prep: PreparedSuite, device: Device, opts: RunOptions
     try:
         farm.start(device)
         with transport.open(opts.open_timeout) as session:
-            _run_checks(session, art, prep, result)
+            _run_checks(session, art, prep, result, fp32)
     except DeviceFailure as e:
         done = {r.check for r in record.outcome.results
                 if r.device == device.name and r.suite == suite.name}
@@ -122,10 +132,11 @@ def run_device(farm: Farm, prep: PreparedSuite, device: Device, opts: RunOptions
 
 def _compile_metrics(art: Artifact) -> dict:
     return {"compile_seconds": round(art.compile_seconds, 3), "cached": art.cached,
-            "artifact": art.key, "target": art.target}
+            "artifact": art.key, "target": art.target, "lowering": art.meta.get("lowering")}
 
 
-def _run_checks(session: DeviceSession, art: Artifact, prep: PreparedSuite, result) -> None:
+def _run_checks(session: DeviceSession, art: Artifact, prep: PreparedSuite, result,
+                fp32: Artifact | None = None) -> None:
     start = time.perf_counter()
     model = session.load(art.lib)
     upload_seconds = time.perf_counter() - start
@@ -151,6 +162,11 @@ def _run_checks(session: DeviceSession, art: Artifact, prep: PreparedSuite, resu
         stats = LatencyStats.of(samples)
         result("latency", "pass", metrics={**stats.__dict__, "samples": samples,
                                             "threads": _threads(art)})
+        if fp32 is not None:
+            try:
+                baseline.time_fp32(session, fp32, inputs[0], prep.suite.latency, stats.median, result)
+            except Exception as e:  # noqa: BLE001
+                raise DeviceFailure(f"fp32 baseline failed: {_last_line(e)}") from None
 
 
 def _threads(art: Artifact) -> int:
