@@ -13,6 +13,8 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from farm.compile.int8.lower import AVG_POOL_SUM
+
 DOT_OPS = {"relax.nn.conv2d": "conv2d", "relax.matmul": "dense"}
 
 # disassembler per target family; the command gets the library path appended
@@ -53,7 +55,8 @@ def relax_dot_ops(mod, reasons: dict[str, str]) -> list[dict[str, Any]]:
                     continue
                 dtypes = [str(a.ty.dtype) for a in v.args[:2]]
                 compute = _compute_class(dtypes)
-                entry = {"name": b.var.name, "op": DOT_OPS[v.op.name], "inputs": dtypes,
+                kind = "avg_pool2d" if b.var.name.startswith(AVG_POOL_SUM) else DOT_OPS[v.op.name]
+                entry = {"name": b.var.name, "op": kind, "inputs": dtypes,
                          "out": str(b.var.ty.dtype), "compute": compute}
                 if compute != "int8":
                     entry["fallback"] = _reason(compute, reasons)
@@ -124,7 +127,7 @@ def build_report(ops: list[dict[str, Any]], lib: Path, family: str) -> dict[str,
 
 
 def summarize(report: dict[str, Any]) -> dict[str, Any]:
-    ops = report["ops"]
+    ops = [o for o in report["ops"] if o["op"] in DOT_OPS.values()]
     integer = [o for o in ops if o["compute"] == "int8"]
     found: Counter = Counter()
     for counts in report["kernels"].values():

@@ -27,6 +27,9 @@ _MOVE_OPS = ("relax.reshape", "relax.permute_dims", "relax.squeeze", "relax.expa
              "relax.nn.max_pool2d")
 
 
+AVG_POOL_SUM = "avg_pool_sum"  # name of the ones-kernel conv that sums average-pool windows
+
+
 class NotLowered(Exception):
     """A pattern matched but cannot be lowered exactly; the message is the reason."""
 
@@ -169,14 +172,14 @@ def _make_lowerer():
             lo, hi = _int_range(out_dtype)
             x = self.val(q.args[0])
             # relu / clip before quantize = clip of the quantized value (quantize is monotonic)
-            while is_op(x, "relax.nn.relu") or is_op(x, "relax.clip"):
-                if is_op(x, "relax.nn.relu"):
-                    lo = max(lo, zo)
-                else:
-                    fmin, fmax = (float(a.value.value) for a in x.args[1:3])
-                    lo = max(lo, int(np.rint(np.float32(fmin) / np.float32(so))) + zo)
-                    hi = min(hi, int(np.rint(np.float32(fmax) / np.float32(so))) + zo)
-                x = self.val(x.args[0])
+            while (clamp := self.clamp(x)) is not None:
+                bounds, inner = clamp
+                for kind, value in bounds:
+                    if not np.isfinite(value):
+                        continue
+                    level = int(np.rint(np.float32(value) / np.float32(so))) + zo
+                    lo, hi = (max(lo, level), hi) if kind == "min" else (lo, min(hi, level))
+                x = self.val(inner)
             out = (so, zo, lo, hi, out_dtype)
             dot, bias = self.split_bias(x)
             if dot is not None:
@@ -194,6 +197,37 @@ def _make_lowerer():
             if not isinstance(x, relax.Call) or not isinstance(x.op, tvm.ir.Op):
                 raise NotLowered("quantizes a float value from outside the quantized graph")
             raise NotLowered(f"no integer form for {x.op.name.removeprefix('relax.')}")
+
+        def clamp(self, x):
+            """([("min"|"max", value)], input) for relu, clip, or max/min with a constant scalar
+            (ONNX Clip imports as call_tir of maximum/minimum); None for anything else."""
+            if is_op(x, "relax.nn.relu"):
+                return [("min", 0.0)], x.args[0]
+            if is_op(x, "relax.clip"):
+                return [("min", float(x.args[1].value.value)),
+                        ("max", float(x.args[2].value.value))], x.args[0]
+            if is_op(x, "relax.maximum") or is_op(x, "relax.minimum"):
+                name, args = x.op.name.removeprefix("relax."), list(x.args)
+            elif is_op(x, "relax.call_tir") and isinstance(x.args[0], tvm.ir.GlobalVar) \
+                    and isinstance(x.args[1], relax.Tuple):
+                name, args = x.args[0].name_hint, list(x.args[1].fields)
+            else:
+                return None
+            value = self.scalar(args[1]) if name in ("maximum", "minimum") and len(args) == 2 \
+                else None
+            return None if value is None else ([("min" if name == "maximum" else "max", value)],
+                                               args[0])
+
+        def scalar(self, e) -> float | None:
+            """A constant scalar, also through ONNX Clip's where(isnan(c), ±inf, c)."""
+            e = self.val(e)
+            c = const_np(e)
+            if c is not None and c.size == 1:
+                return float(c.reshape(()))
+            if is_op(e, "relax.where") and is_op(self.val(e.args[0]), "relax.isnan"):
+                v = self.scalar(self.val(e.args[0]).args[0])
+                return v if v is not None and not np.isnan(v) else None
+            return None
 
         def split_bias(self, x):
             """(conv2d|matmul call, bias expr or None) if x is a dot product (+ bias)."""
@@ -347,6 +381,7 @@ def _make_lowerer():
             ones = const(np.ones((c, 1, kh, kw), dtype=np.int8))
             conv = op.nn.conv2d(lhs, ones, strides=at.strides, padding=[0, 0, 0, 0],
                                 dilation=at.dilation, groups=c, out_dtype="int32")
+            conv = self.builder_.emit(conv, name_hint=AVG_POOL_SUM)
             acc = self.builder_.emit(op.subtract(conv, const(np.int32(kh * kw * za))))
             oh, ow = _shape(x)[2:]
             if bool(at.count_include_pad):
