@@ -89,3 +89,19 @@ def test_float_model_is_reported_as_fallback(work):
     ops = relax_dot_ops(mod, reasons)
     assert len(ops) == 5 and all(o["compute"] == "float32" for o in ops)
     assert all("not between dequantize and quantize" in o["fallback"] for o in ops)
+
+
+def test_op_without_integer_form_is_flagged(tmp_path):
+    from farm.compile.lowering_report import build_report
+    from tests.qdq_graphs import QDQ
+
+    g = QDQ()
+    y = g.qdq(g.node("Sigmoid", [g.qdq("input", 2 / 255)]), 1 / 255, 0)
+    path = tmp_path / "sig.onnx"
+    onnx.save(g.model([1, 4], y, [1, 4]), str(path))
+    mod, reasons = lower_int8(import_onnx(path))
+    asm = tmp_path / "empty.s"
+    asm.write_text("")
+    rep = build_report(relax_dot_ops(mod, reasons), asm, "x86", reasons)
+    assert list(rep["float_ops"].values()) == ["no integer form for sigmoid"]
+    assert rep["summary"]["fallbacks"][0].endswith("(float): no integer form for sigmoid")

@@ -71,7 +71,7 @@ def _build(model_path: Path, device: Device, out: Path) -> dict[str, Any]:
     except Exception as e:
         raise CompileError(f"TVM failed to build {model_path.name} for '{device.name}': "
                            f"{_first_line(e)}", "see the log; report the model and target") from None
-    return build_report(ops, out / LIB_NAME, device.target.family)
+    return build_report(ops, out / LIB_NAME, device.target.family, reasons)
 
 
 def compile_model(model_path: Path, device: Device, cache_root: Path) -> Artifact:

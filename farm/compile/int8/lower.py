@@ -27,6 +27,7 @@ _MOVE_OPS = ("relax.reshape", "relax.permute_dims", "relax.squeeze", "relax.expa
              "relax.nn.max_pool2d")
 
 
+INPUT_QUANTIZE = "quantizes a float value from outside the quantized graph"
 AVG_POOL_SUM = "avg_pool_sum"  # name of the ones-kernel conv that sums average-pool windows
 
 
@@ -195,7 +196,7 @@ def _make_lowerer():
             if self.dq(x) is not None:  # quantize(dequantize(a)): a change of grid
                 return self.lower_move(None, out, self.act(x, "input"))
             if not isinstance(x, relax.Call) or not isinstance(x.op, tvm.ir.Op):
-                raise NotLowered("quantizes a float value from outside the quantized graph")
+                raise NotLowered(INPUT_QUANTIZE)
             raise NotLowered(f"no integer form for {x.op.name.removeprefix('relax.')}")
 
         def clamp(self, x):
