@@ -92,3 +92,20 @@ def test_fallback_shows_in_summary():
     assert s["int8_ops"] == 1 and s["ops"] == 2
     assert s["fallbacks"] == ["a (conv2d, float32): left in float (x)"]
     assert lr.summary_cell(s) == "1/2 ops int8, vpmaddwd"
+
+
+def test_hexagon_object_with_hvx(tmp_path):
+    """A real Hexagon object (Debian clang 14) disassembled with HVX decoding on."""
+    import shutil
+    import subprocess
+
+    if shutil.which("clang-14") is None:
+        pytest.skip("clang-14 not installed")
+    src = tmp_path / "k.c"
+    src.write_text("typedef int v32 __attribute__((vector_size(128)));\n"
+                   "v32 fused_conv2d_cast_compute_(v32 acc, v32 a, int b)"
+                   " { return __builtin_HEXAGON_V6_vrmpybus_acc_128B(acc, a, b); }\n")
+    obj = tmp_path / "k.o"
+    subprocess.run(["clang-14", "--target=hexagon-unknown-linux-musl", "-mcpu=hexagonv68", "-mhvx",
+                    "-mhvx-length=128b", "-O2", "-c", str(src), "-o", str(obj)], check=True)
+    assert lr.disassemble(obj, "hexagon")["fused_conv2d_cast_compute_"] == {"vrmpy": 1}

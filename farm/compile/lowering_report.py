@@ -21,7 +21,9 @@ DOT_OPS = {"relax.nn.conv2d": "conv2d", "relax.matmul": "dense"}
 DISASSEMBLERS: dict[str, list[str]] = {
     "x86": ["objdump", "-d", "--no-show-raw-insn"],
     "arm": ["aarch64-linux-gnu-objdump", "-d", "--no-show-raw-insn"],
-    "hexagon": ["llvm-objdump-14", "-d", "--no-show-raw-insn", "--triple=hexagon"],
+    # without the HVX attributes llvm-objdump prints HVX packets as <unknown>
+    "hexagon": ["llvm-objdump-14", "-d", "--no-show-raw-insn", "--triple=hexagon",
+                "--mcpu=hexagonv68", "--mattr=+hvxv68,+hvx-length128b"],
 }
 
 # instruction family → mnemonic regex, most capable first; per target family
