@@ -105,3 +105,19 @@ def test_op_without_integer_form_is_flagged(tmp_path):
     rep = build_report(relax_dot_ops(mod, reasons), asm, "x86", reasons)
     assert list(rep["float_ops"].values()) == ["no integer form for sigmoid"]
     assert rep["summary"]["fallbacks"][0].endswith("(float): no integer form for sigmoid")
+
+
+@pytest.mark.parametrize("qoperator", [False, True])
+def test_signed_activations(qoperator, registry, work):
+    """int8 × int8 (symmetric activations): ReLU stays in the graph between dequantize and
+    pooling, and pooling/flatten run on a computed value; all of it is lowered."""
+    from farm.models import builders
+    from farm.models.quantize import quantize_qdq
+
+    path = work / f"s8-{qoperator}.onnx"
+    quantize_qdq(builders.tinyconv(), path, per_channel=True, qoperator=qoperator,
+                 signed_activations=True)
+    m, lowering, _ = _check(path, registry, work)
+    assert m["max_lsb"] <= 1 and m["exact"] >= 0.9, m
+    assert all(o["inputs"] == ["int8", "int8"] for o in lowering["ops"])
+    assert lowering["summary"]["int8_ops"] == 5 and lowering["summary"]["fallbacks"] == []

@@ -41,6 +41,7 @@ class _QParam:
     scale: np.ndarray  # float64
     zp: np.ndarray  # int64
     axis: int
+    fresh: bool = False  # data is already an expression of the new function
 
 
 def _int_range(dtype: str) -> tuple[int, int]:
@@ -130,7 +131,25 @@ def _make_lowerer():
                            int(c.attrs.axis) % ndim)
 
         def act(self, e, what: str) -> _QParam:
-            """A dequantized activation (not a constant) with a per-tensor grid."""
+            """A dequantized activation (not a constant) with a per-tensor grid; also through
+            relu / clip whose bounds lie on its grid (relu(dq(a)) = dq(max(a, za)) exactly)."""
+            clamp = self.clamp(self.val(e))
+            if clamp is not None:
+                bounds, inner = clamp
+                p = self.act(inner, what)
+                data = self.data(p)
+                for kind, value in bounds:
+                    level = value / float(p.scale.reshape(())) + float(p.zp.reshape(()))
+                    if not np.isfinite(level):
+                        continue
+                    if abs(level - round(level)) > 1e-6:
+                        raise NotLowered(f"clip bound {value:g} of {what} is off its quantization grid")
+                    dlo, dhi = _int_range(_dtype(p.data))
+                    if (kind == "min" and level <= dlo) or (kind == "max" and level >= dhi):
+                        continue  # the bound is outside the representable range: a no-op
+                    bound = const(np.asarray(min(max(round(level), dlo), dhi)).astype(_dtype(p.data)))
+                    data = self.builder_.emit((op.maximum if kind == "min" else op.minimum)(data, bound))
+                return _QParam(data, p.scale, p.zp, p.axis, fresh=True)
             p = self.dq(e)
             if p is None:
                 raise NotLowered(f"{what} is not a dequantized tensor")
@@ -140,8 +159,9 @@ def _make_lowerer():
             _scalar(p.zp, f"zero point of {what}")
             return p
 
-        def new(self, e):
-            return self.visit_expr(e)
+        def data(self, p: _QParam):
+            """The integer tensor of p in the new function."""
+            return p.data if p.fresh else self.visit_expr(p.data)
 
         def dot_name(self, dot) -> str:
             """The original variable name of a conv2d/matmul, kept for the lowering report."""
@@ -171,16 +191,13 @@ def _make_lowerer():
             zo = int(_scalar(zo, "output zero point"))
             out_dtype = str(q.attrs.out_dtype)
             lo, hi = _int_range(out_dtype)
-            x = self.val(q.args[0])
+            return self.quantized(self.val(q.args[0]), (so, zo, lo, hi, out_dtype))
+
+        def quantized(self, x, out):
+            """The integer form of quantize(x) on the output grid `out`."""
+            so, zo, lo, hi, out_dtype = out
             # relu / clip before quantize = clip of the quantized value (quantize is monotonic)
-            while (clamp := self.clamp(x)) is not None:
-                bounds, inner = clamp
-                for kind, value in bounds:
-                    if not np.isfinite(value):
-                        continue
-                    level = int(np.rint(np.float32(value) / np.float32(so))) + zo
-                    lo, hi = (max(lo, level), hi) if kind == "min" else (lo, min(hi, level))
-                x = self.val(inner)
+            x, lo, hi = self.peel(x, so, zo, lo, hi)
             out = (so, zo, lo, hi, out_dtype)
             dot, bias = self.split_bias(x)
             if dot is not None:
@@ -192,12 +209,31 @@ def _make_lowerer():
             if is_op(x, "relax.nn.avg_pool2d"):
                 return self.lower_avg_pool(x, out)
             if isinstance(x, relax.Call) and isinstance(x.op, tvm.ir.Op) and x.op.name in _MOVE_OPS:
-                return self.lower_move(x, out)
+                # data movement and max commute with relu / clip: peel those off its input too
+                src, lo, hi = self.peel(self.val(x.args[0]), so, zo, lo, hi)
+                out = (so, zo, lo, hi, out_dtype)
+                if self.dq(src) is not None:
+                    return self.lower_move(x, out, self.act(src, f"{x.op.name} input"))
+                # ...and with quantize itself: quantize(move(y)) = move(quantize(y))
+                inner = self.builder_.emit(self.quantized(src, out))
+                return relax.Call(x.op, [inner, *x.args[1:]], x.attrs, x.ty_args)
             if self.dq(x) is not None:  # quantize(dequantize(a)): a change of grid
                 return self.lower_move(None, out, self.act(x, "input"))
             if not isinstance(x, relax.Call) or not isinstance(x.op, tvm.ir.Op):
                 raise NotLowered(INPUT_QUANTIZE)
             raise NotLowered(f"no integer form for {x.op.name.removeprefix('relax.')}")
+
+        def peel(self, x, so: float, zo: int, lo: int, hi: int):
+            """Strip relu / clip ops off x; their bounds narrow [lo, hi] on the output grid."""
+            while (clamp := self.clamp(x)) is not None:
+                bounds, inner = clamp
+                for kind, value in bounds:
+                    if not np.isfinite(value):
+                        continue
+                    level = int(np.rint(np.float32(value) / np.float32(so))) + zo
+                    lo, hi = (max(lo, level), hi) if kind == "min" else (lo, min(hi, level))
+                x = self.val(inner)
+            return x, lo, hi
 
         def clamp(self, x):
             """([("min"|"max", value)], input) for relu, clip, or max/min with a constant scalar
@@ -300,12 +336,12 @@ def _make_lowerer():
             red_axes = (1, 2, 3) if is_conv else (0,)
             if wide:  # zero points subtracted up front, operands in int16
                 wq = _move_axis(wdata.astype(np.int64), ch_axis, zw)
-                lhs = self.builder_.emit(op.subtract(op.astype(self.new(a.data), "int16"),
+                lhs = self.builder_.emit(op.subtract(op.astype(self.data(a), "int16"),
                                                      const(np.int16(za))))
                 rhs = const(wq.astype(np.int16))
                 padding = dot.attrs.padding if is_conv else None
             else:
-                lhs = self.new(a.data)
+                lhs = self.data(a)
                 rhs = w.data
                 bias_int = bias_int - za * wdata.astype(np.int64).sum(axis=red_axes)
                 padding = None
@@ -332,9 +368,9 @@ def _make_lowerer():
         def lower_dynamic_matmul(self, dot, a, out):
             so, zo, lo, hi, out_dtype = out
             b = self.act(dot.args[1], "second matmul operand")
-            lhs = self.builder_.emit(op.subtract(op.astype(self.new(a.data), "int16"),
+            lhs = self.builder_.emit(op.subtract(op.astype(self.data(a), "int16"),
                                                  const(np.int16(a.zp.reshape(())))))
-            rhs = self.builder_.emit(op.subtract(op.astype(self.new(b.data), "int16"),
+            rhs = self.builder_.emit(op.subtract(op.astype(self.data(b), "int16"),
                                                  const(np.int16(b.zp.reshape(())))))
             acc = self.builder_.emit(op.matmul(lhs, rhs, out_dtype="int32"),
                                      name_hint=self.dot_name(dot))
@@ -347,7 +383,7 @@ def _make_lowerer():
             m = np.array([float(a.scale.reshape(())) / so, float(b.scale.reshape(())) / so])
             fp = _fp(np.full(2, m.max()))
             mult = np.rint(np.ldexp(m, fp.shift[0])).astype(np.int64)
-            terms = [op.multiply(op.subtract(op.astype(self.new(p.data), "int64"),
+            terms = [op.multiply(op.subtract(op.astype(self.data(p), "int64"),
                                              i64(p.zp.reshape(()))), i64(k))
                      for p, k in zip((a, b), mult, strict=True)]
             q = self.builder_.emit(op.add(*terms))
@@ -360,7 +396,7 @@ def _make_lowerer():
             axes = [int(i) % len(shape) for i in x.attrs.axis] if x.attrs.axis is not None \
                 else list(range(len(shape)))
             n = int(np.prod([shape[i] for i in axes]))
-            total = op.sum(op.astype(self.new(a.data), "int32"), axis=axes,
+            total = op.sum(op.astype(self.data(a), "int32"), axis=axes,
                            keepdims=bool(x.attrs.keepdims))
             acc = self.builder_.emit(op.subtract(total, const(np.int32(n * int(a.zp.reshape(()))))))
             m = float(a.scale.reshape(())) / (so * n)
@@ -377,7 +413,7 @@ def _make_lowerer():
             kh, kw = (int(k) for k in at.pool_size)
             t, left, b, r = (int(p) for p in at.padding)
             # window sums of (a - za) as a depthwise conv with ones, padding with za (adds 0)
-            lhs = self.builder_.emit(op.nn.pad(self.new(a.data), [0, 0, 0, 0, t, b, left, r],
+            lhs = self.builder_.emit(op.nn.pad(self.data(a), [0, 0, 0, 0, t, b, left, r],
                                                pad_value=float(za)))
             ones = const(np.ones((c, 1, kh, kw), dtype=np.int8))
             conv = op.nn.conv2d(lhs, ones, strides=at.strides, padding=[0, 0, 0, 0],
@@ -393,13 +429,11 @@ def _make_lowerer():
             m = float(a.scale.reshape(())) / (so * counts)
             return requantize(self.builder_, acc, _fp(m.reshape(1, 1, oh, ow)), zo, lo, hi, out_dtype)
 
-        def lower_move(self, x, out, a: _QParam | None = None):
+        def lower_move(self, x, out, a: _QParam):
+            """Quantize of a data-movement op (or of nothing: x None) on the dequantized `a`."""
             so, zo, lo, hi, out_dtype = out
-            if a is None:
-                a = self.act(x.args[0], f"{x.op.name.removeprefix('relax.')} input")
-                moved = relax.Call(x.op, [self.new(a.data), *x.args[1:]], x.attrs, x.ty_args)
-            else:
-                moved = self.new(a.data)
+            moved = self.data(a) if x is None else \
+                relax.Call(x.op, [self.data(a), *x.args[1:]], x.attrs, x.ty_args)
             sa, za = float(a.scale.reshape(())), int(a.zp.reshape(()))
             src = _dtype(a.data)
             if np.float32(sa) == np.float32(so) and za == zo and src == out_dtype \
