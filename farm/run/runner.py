@@ -16,6 +16,7 @@ from farm.compile.host import INTERESTING, host_info
 from farm.config.devices import Device
 from farm.config.suites import Suite
 from farm.errors import FarmError
+from farm.models.exact_reference import exact_outputs, with_exact_semantics
 from farm.models.reference import make_inputs, model_inputs, output_steps, run_reference
 from farm.models.registry import ModelFiles, build_builtin, load_onnx
 from farm.results.store import CheckResult, Store, default_db, new_run_id
@@ -58,6 +59,7 @@ class PreparedSuite:
     feeds: list[dict[str, np.ndarray]]
     refs: list[list[np.ndarray]]
     steps: list[float | None]
+    exact_refs: list[list[np.ndarray]] | None = None  # float64 exact semantics, where supported
 
 
 def prepare(suite: Suite, data_dir: Path) -> PreparedSuite:
@@ -68,7 +70,8 @@ def prepare(suite: Suite, data_dir: Path) -> PreparedSuite:
         model = ModelFiles(path.stem, path)
     proto = load_onnx(model.path)
     feeds = make_inputs(model_inputs(proto), suite.inputs)
-    return PreparedSuite(suite, model, feeds, run_reference(model.path, feeds), output_steps(proto))
+    return PreparedSuite(suite, model, feeds, run_reference(model.path, feeds), output_steps(proto),
+                         exact_outputs(proto, feeds))
 
 
 class _Recorder:
@@ -147,6 +150,8 @@ def _run_checks(session: DeviceSession, art: Artifact, prep: PreparedSuite, resu
         raise DeviceFailure(f"inference failed: {_last_line(e)}") from None
     try:
         m = compare(outputs, prep.refs, prep.steps)
+        if prep.exact_refs is not None:
+            m = with_exact_semantics(m, compare(outputs, prep.exact_refs, prep.steps))
     except ValueError as e:
         result("correctness", "fail", kind="wrong-answer", reason=str(e))
     else:
