@@ -121,3 +121,19 @@ def test_signed_activations(qoperator, registry, work):
     assert m["max_lsb"] <= 1 and m["exact"] >= 0.9, m
     assert all(o["inputs"] == ["int8", "int8"] for o in lowering["ops"])
     assert lowering["summary"]["int8_ops"] == 5 and lowering["summary"]["fallbacks"] == []
+
+
+@pytest.mark.slow
+def test_qresnet50_all_convs_and_dense_in_integers(registry, work):
+    """53 convs + 1 dense in integer arithmetic, equal to the exact semantics on every logit."""
+    from farm.models.exact_reference import exact_outputs
+
+    path = build_builtin("qresnet50", work / "models").path
+    model = onnx.load(str(path))
+    feeds = make_inputs(model_inputs(model), InputSpec(seed=0, count=1))
+    art = compile_model(path, registry.get("host"), work / "cache")
+    s = art.meta["lowering"]["summary"]
+    assert (s["ops"], s["int8_ops"], s["fallbacks"]) == (54, 54, [])
+    outs = run_lib(art.lib, feeds)
+    assert compare(outs, exact_outputs(model, feeds), output_steps(model))["exact"] == 1.0
+    assert compare(outs, run_reference(path, feeds), output_steps(model))["max_lsb"] <= 1
