@@ -72,3 +72,16 @@ def test_suite_switch_must_be_boolean(tmp_path):
     with pytest.raises(ConfigError) as e:
         load_suite(_suite(tmp_path, "fp32_baseline: sometimes\n"))
     assert "fp32_baseline" in e.value.format() and ":3" in e.value.format()
+
+
+def test_baseline_that_cannot_be_derived_is_an_error_value(registry, tmp_path):
+    from farm.run.baseline import compile_fp32
+
+    g = QDQ()
+    y = g.q(g.node("Relu", ["input"]), 0.1, 0)
+    m = g.model([1, 4], y, [1, 4])
+    m.graph.output[0].type.tensor_type.elem_type = onnx.TensorProto.UINT8
+    path = tmp_path / "u8out.onnx"
+    onnx.save(m, str(path))
+    err = compile_fp32(ModelFiles("u8out", path), registry.get("host"), tmp_path)
+    assert isinstance(err, FarmError) and "fp32_baseline: false" in err.format()

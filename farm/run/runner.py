@@ -107,20 +107,20 @@ def run_device(farm: Farm, prep: PreparedSuite, device: Device, opts: RunOptions
             result(check, "skipped", kind="compile", reason="not compiled")
         return
     result("compile", "pass", metrics=_compile_metrics(art))
-    checks = ["correctness"] + (["latency"] if suite.latency.enabled else [])
+    with_fp32 = suite.fp32_baseline and suite.latency.enabled
+    checks = ["correctness"] + (["latency"] if suite.latency.enabled else []) + \
+        ([baseline.CHECK] if with_fp32 else [])
+    if not avail.runnable:
+        for check in checks:
+            result(check, "skipped", kind="unavailable", reason=avail.reason)
+        return
     fp32 = None
-    if suite.fp32_baseline and suite.latency.enabled:
+    if with_fp32:
         opts.progress(f"[{device.name}] compiling the fp32 baseline of {prep.model.name}")
         fp32 = baseline.compile_fp32(prep.model, device, opts.data_dir)
         if isinstance(fp32, FarmError):
             result(baseline.CHECK, "error", kind="compile", reason=fp32.format())
             fp32 = None
-        else:
-            checks.append(baseline.CHECK)
-    if not avail.runnable:
-        for check in checks:
-            result(check, "skipped", kind="unavailable", reason=avail.reason)
-        return
     try:
         farm.start(device)
         with transport.open(opts.open_timeout) as session:
