@@ -122,7 +122,7 @@ def _count(text: str, family: str, header: str) -> dict[str, Counter]:
 def build_report(ops: list[dict[str, Any]], lib: Path, family: str,
                  reasons: dict[str, str] | None = None) -> dict[str, Any]:
     """The stored lowering report: ops with dtypes, other ops left in float (with reasons),
-    kernels with instruction families."""
+    kernels with instruction families (rendered by farm/report/lowering.py)."""
     report: dict[str, Any] = {"family": family, "ops": ops, "kernels": {},
                               "float_ops": float_chains(reasons or {})}
     try:
@@ -149,35 +149,6 @@ def summarize(report: dict[str, Any]) -> dict[str, Any]:
             + [f"{k} (float): {v}" for k, v in report.get("float_ops", {}).items()],
             "instructions": [f for f in (n for n, _ in FAMILIES.get(report["family"], []))
                              if f in found and f in INT_FAMILIES],
+            "kernels_with": {f: sum(1 for c in report["kernels"].values() if f in c)
+                             for f in found if f in INT_FAMILIES},
             "dot_kernels": len(report["kernels"])}
-
-
-def summary_cell(summary: dict[str, Any] | None) -> str:
-    """Short table cell, e.g. '53/53 ops int8, vpmaddwd' (empty for models without dot ops)."""
-    if not summary or not summary.get("ops"):
-        return ""
-    instr = ", ".join(summary["instructions"]) or "scalar/no int dot instr."
-    floats = f", {summary['float_ops']} other ops float" if summary.get("float_ops") else ""
-    return f"{summary['int8_ops']}/{summary['ops']} ops int8, {instr}{floats}"
-
-
-def render(report: dict[str, Any]) -> str:
-    """The full report as text, for `farm report --lowering`."""
-    lines = [f"family {report['family']}: {summary_cell(report['summary'])}"]
-    if report.get("disassembly_error"):
-        lines.append(f"  disassembly unavailable: {report['disassembly_error']}")
-    for name, why in report.get("float_ops", {}).items():
-        lines.append(f"  FALLBACK {name}: stays float32 ({why})")
-    for o in report["ops"]:
-        tail = f"  FALLBACK: {o['fallback']}" if "fallback" in o else ""
-        lines.append(f"  {o['op']:7} {o['name']:12} {' x '.join(o['inputs'])} -> {o['out']}"
-                     f"  [{o['compute']}]{tail}")
-    for sym, counts in sorted(report["kernels"].items()):
-        desc = ", ".join(f"{k} x{v}" for k, v in sorted(counts.items())) or "no dot-product instructions"
-        lines.append(f"  kernel {_short(sym)}: {desc}")
-    return "\n".join(lines)
-
-
-def _short(symbol: str, width: int = 56) -> str:
-    name = symbol.removesuffix("_compute_")
-    return name if len(name) <= width else name[:width] + "…"

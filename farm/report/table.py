@@ -7,8 +7,8 @@ from collections import defaultdict
 
 from tabulate import tabulate
 
-from farm.compile.lowering_report import render as render_report
-from farm.compile.lowering_report import summary_cell
+from farm.report.lowering import render as render_report
+from farm.report.lowering import summary_cell
 from farm.results.store import CheckResult, result_dict
 
 HEADERS = ["device", "target", "transport", "compile", "int8", "correctness", "max LSB", "exact",
