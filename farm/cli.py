@@ -60,6 +60,8 @@ def _parser() -> argparse.ArgumentParser:
     report.add_argument("--format", choices=["table", "md", "json", "html", "junit"], default="table")
     report.add_argument("-o", "--output", type=Path, help="write to FILE instead of stdout")
     report.add_argument("--baseline", help="html: compare with this run (id, commit, last-night, ...)")
+    report.add_argument("--lowering", action="store_true",
+                        help="also print each device's int8 lowering report (dtypes, instructions)")
     add_parsers(sub, common)  # matrix, compare, history
     return p
 

@@ -12,8 +12,14 @@ from farm.cli import _default
 from farm.config.devices import Device, Registry, load_devices
 from farm.config.suites import ModelSpec, Suite, find_suite, load_suite
 from farm.errors import ConfigError, FarmError
-from farm.report.commands import cmd_compare, cmd_history, cmd_matrix, report_file, write_output  # noqa: F401
-from farm.report.table import render
+from farm.report.commands import (  # noqa: F401 - the CLI dispatches to cmd_* by name
+    cmd_compare,
+    cmd_history,
+    cmd_matrix,
+    report_file,
+    report_text,
+    write_output,
+)
 from farm.results.store import Store, default_db
 from farm.run.runner import RunOptions, run, stderr_progress
 from farm.transports import make_transport
@@ -72,20 +78,8 @@ def cmd_run(args: argparse.Namespace, command: str) -> int:
             "device": args.device, "devices": str(Path(args.devices).resolve())}
     outcome = run(pairs, RunOptions(data_dir=args.data_dir, command=command, plan=plan,
                                     resume=args.resume))
-    print(_report(args.data_dir, outcome.run_id, args.format))
+    write_output(report_text(args.data_dir, outcome.run_id, args.format), None)
     return 0 if outcome.ok else 1
-
-
-def _report(data_dir: Path, run_id: str | None, fmt: str) -> str:
-    store = Store(default_db(data_dir))
-    try:
-        run_row = store.run(run_id)
-        if run_row is None:
-            raise FarmError(f"no run '{run_id or 'latest'}' in {store.path}",
-                            "run `farm run` first, or give an existing run id")
-        return render(run_row, store.results(run_row["id"]), fmt)
-    finally:
-        store.close()
 
 
 def cmd_report(args: argparse.Namespace, command: str) -> int:

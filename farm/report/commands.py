@@ -106,24 +106,29 @@ def cmd_history(args: argparse.Namespace, command: str) -> int:
 
 def report_file(args: argparse.Namespace) -> str:
     """`farm report`: one run (id, prefix, commit or keyword) as a table, md, json, html or junit."""
+    return report_text(args.data_dir, args.run, args.format, lowering=args.lowering, baseline=args.baseline)
+
+
+def report_text(data_dir: Path, run_ref: str | None, fmt: str, *, lowering: bool = False,
+                baseline: str | None = None) -> str:
     from farm.report.history import resolve_run
     from farm.report.html import render_html
     from farm.report.junit import render_junit
-    from farm.report.table import render
+    from farm.report.table import render, render_lowering
 
-    store = _open(args.data_dir)
+    store = _open(data_dir)
     try:
-        run = resolve_run(store, args.run or "last")
+        run = resolve_run(store, run_ref or "last")
         results = store.results(run["id"])
-        if args.format == "junit":
+        if fmt == "junit":
             return render_junit(run, results)
-        if args.format != "html":
-            return render(run, results, args.format)
+        if fmt != "html":
+            return render(run, results, fmt) + (render_lowering(results) if lowering else "")
         cmp = base = None
-        if args.baseline:
-            cmp = _comparison(store, args.baseline, run["id"])
+        if baseline:
+            cmp = _comparison(store, baseline, run["id"])
             base = store.results(cmp.base["id"])
-        return render_html(store, run, results, args.data_dir, cmp, base)
+        return render_html(store, run, results, data_dir, cmp, base)
     finally:
         store.close()
 

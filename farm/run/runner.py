@@ -12,15 +12,18 @@ from pathlib import Path
 
 import numpy as np
 
-from farm.compile.build import Artifact, CompileError
+from farm.compile.build import Artifact
 from farm.compile.host import INTERESTING, host_info
 from farm.compile.worker import compile_isolated
 from farm.config.devices import Device
 from farm.config.suites import Suite, Timeouts
 from farm.errors import FarmError
+from farm.models.exact_reference import exact_outputs, with_exact_semantics
+from farm.models.fp32 import fp32_model
 from farm.models.reference import make_inputs, model_inputs, output_steps, run_reference
 from farm.models.registry import ModelFiles, build_builtin, load_onnx
 from farm.results.store import CheckResult, Store, default_db, new_run_id
+from farm.run import baseline
 from farm.run.metrics import LatencyStats, compare, judge
 from farm.run.watchdog import bounded
 from farm.transports.base import DeviceFailure
@@ -64,6 +67,7 @@ class PreparedSuite:
     feeds: list[dict[str, np.ndarray]]
     refs: list[list[np.ndarray]]
     steps: list[float | None]
+    exact_refs: list[list[np.ndarray]] | None = None  # float64 exact semantics, where supported
 
 
 def prepare(suite: Suite, data_dir: Path) -> PreparedSuite:
@@ -74,7 +78,8 @@ def prepare(suite: Suite, data_dir: Path) -> PreparedSuite:
         model = ModelFiles(path.stem, path)
     proto = load_onnx(model.path)
     feeds = make_inputs(model_inputs(proto), suite.inputs)
-    return PreparedSuite(suite, model, feeds, run_reference(model.path, feeds), output_steps(proto))
+    return PreparedSuite(suite, model, feeds, run_reference(model.path, feeds), output_steps(proto),
+                         exact_outputs(proto, feeds))
 
 
 class Session:
@@ -92,6 +97,12 @@ class Session:
         self.opts.progress(f"[{r.device}] {r.suite} {r.check}: {r.status}{detail}")
         return r
 
+    def latency_median(self, device: str, suite: str) -> float | None:
+        for r in reversed(self.outcome.results):
+            if (r.device, r.suite, r.check, r.status) == (device, suite, "latency", "pass"):
+                return r.metrics["median"]
+        return None
+
     def finished(self, device: str, suite: str) -> bool:
         """True when an earlier attempt of this run already has every check of the pair, none
         of them an error (for --resume)."""
@@ -106,7 +117,10 @@ class DeviceRun:
     def __init__(self, farm: Farm, prep: PreparedSuite, device: Device, session: Session):
         self.farm, self.prep, self.device, self.session = farm, prep, device, session
         self.timeouts: Timeouts = prep.suite.timeouts.merged(device.timeouts)
-        self.checks = ["correctness"] + (["latency"] if prep.suite.latency.enabled else [])
+        latency = prep.suite.latency.enabled
+        self.checks = ["correctness"] + (["latency"] if latency else []) + \
+            ([baseline.CHECK] if latency and prep.suite.fp32_baseline else [])
+        self.fp32: Artifact | None = None
         self.done: set[str] = set()
 
     def result(self, check: str, status: str, **kw) -> CheckResult:
@@ -135,6 +149,8 @@ class DeviceRun:
             self.fail_pending("skipped", "unavailable", avail.reason)
             self.session.store.set_health(name, self.session.run_id, "unavailable", avail.reason)
             return
+        if baseline.CHECK in self.checks:
+            self.fp32 = self.compile_fp32()
         for attempt in range(self.device.retries + 1):
             try:
                 self.attempt(art)
@@ -152,21 +168,32 @@ class DeviceRun:
                 self.session.store.set_health(name, self.session.run_id, "quarantined", reason)
                 self.fail_pending("error", e.kind, reason)
 
-    def compile(self) -> Artifact | None:
+    def _compile(self, path: Path, what: str) -> Artifact:
         opts = self.session.opts
-        opts.progress(f"[{self.device.name}] compiling {self.prep.model.name} for {self.device.target.describe()}")
-        log = opts.log_dir / f"compile-{self.device.name}.log"
+        opts.progress(f"[{self.device.name}] compiling {what} for {self.device.target.describe()}")
+        log = opts.log_dir / f"compile-{self.device.name}-{path.stem}.log"
+        return compile_isolated(path, self.device, opts.data_dir / "cache", self.timeouts.compile, log)
+
+    def compile(self) -> Artifact | None:
         try:
-            art = compile_isolated(self.prep.model.path, self.device, opts.data_dir / "cache",
-                                   self.timeouts.compile, log)
-        except (CompileError, FarmError) as e:
+            art = self._compile(self.prep.model.path, self.prep.model.name)
+        except FarmError as e:
             self.result("compile", "error", kind="compile", reason=e.format())
             self.fail_pending("skipped", "compile", "not compiled")
             return None
         self.result("compile", "pass", metrics={
             "compile_seconds": round(art.compile_seconds, 3), "cached": art.cached,
-            "artifact": art.key, "target": art.target})
+            "artifact": art.key, "target": art.target, "lowering": art.meta.get("lowering")})
         return art
+
+    def compile_fp32(self) -> Artifact | None:
+        """The float32 network for the baseline; a failure is recorded, not raised."""
+        try:
+            path = fp32_model(self.prep.model, self.session.opts.data_dir / "models")
+            return self._compile(path, f"the fp32 baseline of {self.prep.model.name}")
+        except FarmError as e:
+            self.result(baseline.CHECK, "error", kind="compile", reason=e.format())
+            return None
 
     def attempt(self, art: Artifact) -> None:
         t, kill = self.timeouts, (lambda: self.farm.stop(self.device))
@@ -189,12 +216,20 @@ class DeviceRun:
                 stats = LatencyStats.of(samples)
                 self.result("latency", "pass", metrics={**stats.__dict__, "samples": samples,
                                                          "threads": self.device.threads})
+            if self.fp32 is not None and baseline.CHECK not in self.done:
+                spec, fp32 = self.prep.suite.latency, self.fp32
+                median = self.session.latency_median(self.device.name, self.prep.suite.name)
+                bounded("fp32 baseline", _remote(lambda: baseline.time_fp32(
+                    session, fp32, inputs[0], spec, median, self.result), "fp32 baseline"),
+                    t.upload + t.measure, kill)
         finally:
             session.close()
 
     def judge(self, outputs: list[list[np.ndarray]], upload_seconds: float) -> None:
         try:
             m = compare(outputs, self.prep.refs, self.prep.steps)
+            if self.prep.exact_refs is not None:
+                m = with_exact_semantics(m, compare(outputs, self.prep.exact_refs, self.prep.steps))
         except ValueError as e:
             self.result("correctness", "fail", kind="wrong-answer", reason=str(e))
             return
