@@ -9,12 +9,10 @@ from farm.run.metrics import LatencyStats
 CHECK = "latency-fp32"
 
 
-def time_fp32(session, art: Artifact, inputs: list, latency, int8_median: float | None,
-              result) -> None:
-    """Load and time the float32 library; record CHECK with the int8/fp32 ratio."""
+def time_fp32(session, art: Artifact, inputs: list, latency, int8_median: float | None) -> dict:
+    """Load and time the float32 library: the metrics of CHECK, with the int8/fp32 ratio."""
     model = session.load(art.lib)
     stats = LatencyStats.of(model.time(inputs, latency))
     ratio = int8_median / stats.median if int8_median and stats.median > 0 else None
-    result(CHECK, "pass", metrics={**stats.__dict__, "int8_over_fp32": ratio,
-                                   "compile_seconds": round(art.compile_seconds, 3),
-                                   "artifact": art.key})
+    return {**stats.__dict__, "int8_over_fp32": ratio, "compile_seconds": round(art.compile_seconds, 3),
+            "artifact": art.key}

@@ -219,9 +219,9 @@ class DeviceRun:
             if self.fp32 is not None and baseline.CHECK not in self.done:
                 spec, fp32 = self.prep.suite.latency, self.fp32
                 median = self.session.latency_median(self.device.name, self.prep.suite.name)
-                bounded("fp32 baseline", _remote(lambda: baseline.time_fp32(
-                    session, fp32, inputs[0], spec, median, self.result), "fp32 baseline"),
-                    t.upload + t.measure, kill)
+                metrics = bounded("fp32 baseline", _remote(lambda: baseline.time_fp32(
+                    session, fp32, inputs[0], spec, median), "fp32 baseline"), t.upload + t.measure, kill)
+                self.result(baseline.CHECK, "pass", metrics=metrics)
         finally:
             session.close()
 
