@@ -150,7 +150,8 @@ def _run_checks(session: DeviceSession, art: Artifact, prep: PreparedSuite, resu
             raise DeviceFailure(f"timing failed: {_last_line(e)}") from None
         stats = LatencyStats.of(samples)
         result("latency", "pass", metrics={**stats.__dict__, "samples": samples,
-                                            "threads": _threads(art)})
+                                            "threads": _threads(art), "unit": model.time_unit,
+                                            **model.time_metrics()})
 
 
 def _threads(art: Artifact) -> int:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from farm.config.devices import Device
 from farm.transports.base import Availability, FarmContext, Transport
+from farm.transports.hexagon_sim import HexagonSimTransport
 from farm.transports.local import LocalTransport
 from farm.transports.tracker import TrackerTransport
 
@@ -24,6 +25,7 @@ class _NotYetTransport(Transport):
 TRANSPORTS: dict[str, type[Transport]] = {
     "local": LocalTransport,
     "tracker": TrackerTransport,
+    "hexagon-sim": HexagonSimTransport,
 }
 
 
