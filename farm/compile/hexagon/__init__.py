@@ -14,6 +14,7 @@ from farm.compile.cache import file_hash
 from farm.compile.hexagon import driver, toolchain
 from farm.compile.hexagon.plan import make_plan
 from farm.compile.hexagon.tvm_adapt import build_kernels, kernel_target_dict
+from farm.compile.hexagon.vrmpy import use_vrmpy
 from farm.errors import FarmError
 
 EXE_NAME = "model.elf"
@@ -36,7 +37,7 @@ def build_executable(mod, tag: str, out: Path) -> None:
     if missing:
         raise FarmError(f"the Hexagon toolchain is incomplete: missing {', '.join(missing)}",
                         "install the listed Debian packages")
-    mod = relax.get_pipeline("zero")(mod)  # legalize, fold constants, fuse into call_tir kernels
+    mod = relax.get_pipeline("zero")(use_vrmpy(mod))  # legalize, fold constants, fuse into call_tir kernels
     plan = make_plan(mod)
     target = kernel_target_dict(tag)
     work = out / "work"
