@@ -196,8 +196,8 @@ def test_sdk_simulator_found_and_command_line(tmp_path):
         (b / "hexagon-sim").chmod(0o755)
     sim, why = choose_simulator("auto", "v67", "v73", env={"HEXAGON_SDK_ROOT": str(tmp_path)})
     assert sim is not None and sim.kind == "sdk" and "8.7.03" in sim.binary, why
-    assert sim.argv(Path("m.elf")) == [sim.binary, "-mv73", "--timing", "--simulated_returnval",
-                                       "m.elf"]
+    assert sim.argv(Path("a/model.elf")) == [sim.binary, "-mv73", "--timing",
+                                             "--simulated_returnval", "a/model-sdk.elf"]
     qemu = Simulator("qemu", "/usr/bin/qemu-hexagon-static", "v67")
     assert qemu.argv(Path("m.elf"), Path("t")) == ["/usr/bin/qemu-hexagon-static", "-cpu", "v67",
                                                    "-d", "in_asm,exec,nochain", "-D", "t", "m.elf"]

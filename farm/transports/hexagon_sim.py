@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from farm.compile.hexagon import META_NAME, toolchain
+from farm.compile.hexagon import META_NAME, SDK_EXE_NAME, toolchain
 from farm.config.suites import LatencySpec
 from farm.transports.base import (
     Availability,
@@ -50,8 +50,10 @@ class Simulator:
             # in_asm: packets of each translated block; exec,nochain: every block execution
             log = ["-d", "in_asm,exec,nochain", "-D", str(trace)] if trace else []
             return [self.binary, "-cpu", self.cpu, *log, str(exe)]
-        # SDK: --timing enables the cycle model; the returned value is the program's exit code
-        return [self.binary, f"-m{self.cpu}", "--timing", "--simulated_returnval", str(exe)]
+        # SDK: the semihosting build; --timing enables the cycle model; the simulator's exit code
+        # is the program's
+        return [self.binary, f"-m{self.cpu}", "--timing", "--simulated_returnval",
+                str(exe.with_name(SDK_EXE_NAME))]
 
 
 def find_sdk_sim(env: dict[str, str]) -> tuple[Path | None, str]:

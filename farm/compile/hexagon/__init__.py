@@ -2,8 +2,8 @@
 the TVM kernels, the embedded weights and a generated driver that runs the kernels in the order
 of the Relax main function. Runs under qemu-hexagon or the Qualcomm SDK's hexagon-sim.
 
-Artifact files: model.elf, model.s (kernel assembly, for instruction checks such as vrmpy),
-model.json (input/output tensors and kernels, read by the transport)."""
+Artifact files: model.elf (model-sdk.elf for the SDK's simulator), model.s (kernel assembly, for
+instruction checks such as vrmpy), model.json (input/output tensors and kernels, read by the transport)."""
 
 from __future__ import annotations
 
@@ -17,7 +17,8 @@ from farm.compile.hexagon.tvm_adapt import build_kernels, kernel_target_dict
 from farm.compile.hexagon.vrmpy import use_vrmpy
 from farm.errors import FarmError
 
-EXE_NAME = "model.elf"
+EXE_NAME = "model.elf"  # Linux user-mode system calls: qemu-hexagon
+SDK_EXE_NAME = "model-sdk.elf"  # the same kernels and plan with semihosting calls: hexagon-sim
 ASM_NAME = "model.s"
 META_NAME = "model.json"
 _RUNTIME = Path(__file__).parent / "runtime.c"
@@ -46,9 +47,10 @@ def build_executable(mod, tag: str, out: Path) -> None:
     (work / "farm_plan.h").write_text(driver.plan_header(plan, _BLOB))
     (work / "weights.bin").write_bytes(plan.blob())
     (work / "weights.s").write_text(driver.blob_asm(_BLOB, str(work / "weights.bin")))
-    toolchain.compile_c(_RUNTIME, work / "runtime.o", target["mcpu"], [work])
     toolchain.assemble(work / "weights.s", work / "weights.o", target["mcpu"])
-    toolchain.link([work / "kernels.o", work / "runtime.o", work / "weights.o"], out / EXE_NAME)
+    for exe, defines in ((EXE_NAME, ()), (SDK_EXE_NAME, ("FARM_SEMIHOSTING",))):
+        toolchain.compile_c(_RUNTIME, work / "runtime.o", target["mcpu"], [work], defines)
+        toolchain.link([work / "kernels.o", work / "runtime.o", work / "weights.o"], out / exe)
     for f in work.iterdir():
         f.unlink()
     work.rmdir()

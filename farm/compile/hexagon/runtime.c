@@ -1,7 +1,8 @@
-/* Freestanding runtime for a farm Hexagon model executable (Linux user-mode ABI, no libc):
+/* Freestanding runtime for a farm Hexagon model executable (no libc):
  * _start, syscalls, the few libc/libm/compiler-rt symbols TVM's kernels reference, the TVM
  * backend hooks (workspace, parallel launch, errors), and the step loop over the generated plan
- * (farm_plan.h, included by the generated driver.c). Inputs come from in<i>.bin, outputs go to
+ * (farm_plan.h, generated next to this file's object). Built twice: for Linux user mode (qemu) and
+ * with -DFARM_SEMIHOSTING for the Qualcomm SDK's hexagon-sim. Inputs come from in<i>.bin, outputs go to
  * out<i>.bin in the working directory. Exit codes: 0 ok, 2 I/O error, 3 kernel error. */
 #include <stddef.h>
 #include <stdint.h>
@@ -9,15 +10,9 @@
 
 #include "farm_plan.h"
 
-/* ---- syscalls (trap0 #1, number in r6) ---- */
-static long sys3(long n, long a, long b, long c) {
-  register long r0 __asm__("r0") = a;
-  register long r1 __asm__("r1") = b;
-  register long r2 __asm__("r2") = c;
-  register long r6 __asm__("r6") = n;
-  __asm__ volatile("trap0(#1)" : "+r"(r0) : "r"(r1), "r"(r2), "r"(r6) : "memory");
-  return r0;
-}
+/* ---- system calls: five operations, two ABIs ---- */
+#ifndef FARM_SEMIHOSTING
+/* Linux user mode (qemu-hexagon): trap0(#1), number in r6, arguments in r0.. */
 static long sys4(long n, long a, long b, long c, long d) {
   register long r0 __asm__("r0") = a;
   register long r1 __asm__("r1") = b;
@@ -28,28 +23,75 @@ static long sys4(long n, long a, long b, long c, long d) {
   return r0;
 }
 enum { SYS_OPENAT = 56, SYS_CLOSE = 57, SYS_READ = 63, SYS_WRITE = 64, SYS_EXIT = 93 };
-enum { AT_FDCWD = -100, O_RDONLY = 0, O_WRONLY_CREAT_TRUNC = 01 | 0100 | 01000 };
-
-static __attribute__((noreturn)) void sys_exit(int code) {
-  sys3(SYS_EXIT, code, 0, 0);
+static long os_open(const char* name, int writing) {
+  return sys4(SYS_OPENAT, -100 /* AT_FDCWD */, (long)name,
+              writing ? (01 | 0100 | 01000) /* O_WRONLY|O_CREAT|O_TRUNC */ : 0, 0644);
+}
+static long os_read(long fd, void* buf, long n) { return sys4(SYS_READ, fd, (long)buf, n, 0); }
+static long os_write(long fd, const void* buf, long n) { return sys4(SYS_WRITE, fd, (long)buf, n, 0); }
+static void os_close(long fd) { sys4(SYS_CLOSE, fd, 0, 0, 0); }
+static __attribute__((noreturn)) void os_exit(int code) {
+  sys4(SYS_EXIT, code, 0, 0, 0);
   for (;;) {
   }
 }
+#else
+/* The Qualcomm SDK's hexagon-sim: Angel-style semihosting, trap0(#0), call number in r0, pointer
+ * to the argument block in r1. NOT RUN on this machine (no SDK here): written from the Angel
+ * conventions the Hexagon simulator documents (read/write return the bytes NOT transferred). */
+static long angel(long op, long* args) {
+  register long r0 __asm__("r0") = op;
+  register long r1 __asm__("r1") = (long)args;
+  __asm__ volatile("trap0(#0)" : "+r"(r0) : "r"(r1) : "memory");
+  return r0;
+}
+long farm_strlen_(const char* s);
+static long os_open(const char* name, int writing) {
+  long a[3] = {(long)name, writing ? 5 /* "wb" */ : 1 /* "rb" */, farm_strlen_(name)};
+  return angel(0x01, a);
+}
+static long os_read(long fd, void* buf, long n) {
+  long a[3] = {fd, (long)buf, n};
+  return n - angel(0x06, a);
+}
+static long os_write(long fd, const void* buf, long n) {
+  long a[3] = {fd, (long)buf, n};
+  return n - angel(0x05, a);
+}
+static void os_close(long fd) {
+  long a[1] = {fd};
+  angel(0x02, a);
+}
+static __attribute__((noreturn)) void os_exit(int code) {
+  long a[1] = {code};
+  angel(0x18, a); /* SYS_EXIT */
+  for (;;) {
+  }
+}
+#endif
 
 /* ---- libc/libm/compiler-rt pieces LLVM emits calls to ---- */
+/* (-ffreestanding keeps LLVM from turning these loops back into calls to themselves) */
 void* memset(void* d, int c, size_t n) {
-  volatile unsigned char* p = d; /* volatile: keep LLVM from turning this loop into memset */
+  unsigned char* p = d;
+  if ((((uintptr_t)p) & 7) == 0) {
+    uint64_t v = (unsigned char)c * 0x0101010101010101ull;
+    for (; n >= 8; n -= 8, p += 8) *(uint64_t*)p = v;
+  }
   while (n--) *p++ = (unsigned char)c;
   return d;
 }
 void* memcpy(void* d, const void* s, size_t n) {
-  volatile unsigned char* p = d;
+  unsigned char* p = d;
   const unsigned char* q = s;
+  if (((((uintptr_t)p) | ((uintptr_t)q)) & 7) == 0) {
+    for (; n >= 8; n -= 8, p += 8, q += 8) *(uint64_t*)p = *(const uint64_t*)q;
+  }
   while (n--) *p++ = *q++;
   return d;
 }
 void* memmove(void* d, const void* s, size_t n) {
-  volatile unsigned char* p = d;
+  unsigned char* p = d;
   const unsigned char* q = s;
   if (p < q) {
     while (n--) *p++ = *q++;
@@ -61,8 +103,8 @@ void* memmove(void* d, const void* s, size_t n) {
 void* __hexagon_memcpy_likely_aligned_min32bytes_mult8bytes(void* d, const void* s, size_t n) {
   return memcpy(d, s, n);
 }
-size_t farm_strlen(const char* s) {
-  size_t n = 0;
+long farm_strlen_(const char* s) {
+  long n = 0;
   while (s[n]) n++;
   return n;
 }
@@ -94,7 +136,7 @@ float ceilf(float x) {
 float truncf(float x) { return x < 0 ? ceilf(x) : floorf(x); }
 
 /* ---- output ---- */
-static void put(int fd, const char* s) { sys3(SYS_WRITE, fd, (long)s, (long)farm_strlen(s)); }
+static void put(int fd, const char* s) { os_write(fd, s, farm_strlen_(s)); }
 static void put_int(int fd, long v) {
   char b[24];
   int i = 23;
@@ -190,7 +232,7 @@ static int io_file(const char* prefix, int index, void* data, long nbytes, int w
   } while (index);
   while (d) name[n++] = digits[--d];
   name[n++] = '.', name[n++] = 'b', name[n++] = 'i', name[n++] = 'n', name[n] = 0;
-  long fd = sys4(SYS_OPENAT, AT_FDCWD, (long)name, writing ? O_WRONLY_CREAT_TRUNC : O_RDONLY, 0644);
+  long fd = os_open(name, writing);
   if (fd < 0) {
     put(2, "farm: cannot open ");
     put(2, name);
@@ -199,11 +241,12 @@ static int io_file(const char* prefix, int index, void* data, long nbytes, int w
   }
   long done = 0;
   while (done < nbytes) {
-    long r = sys3(writing ? SYS_WRITE : SYS_READ, fd, (long)((char*)data + done), nbytes - done);
+    char* at = (char*)data + done;
+    long r = writing ? os_write(fd, at, nbytes - done) : os_read(fd, at, nbytes - done);
     if (r <= 0) break;
     done += r;
   }
-  sys3(SYS_CLOSE, fd, 0, 0);
+  os_close(fd);
   if (done != nbytes) {
     put(2, "farm: short transfer on ");
     put(2, name);
@@ -250,4 +293,12 @@ static int run_model(void) {
   return 0;
 }
 
-void _start(void) { sys_exit(run_model()); }
+#ifndef FARM_SEMIHOSTING
+void _start(void) { os_exit(run_model()); } /* the kernel (qemu) set up the stack */
+#else
+unsigned char farm_stack[1 << 20] __attribute__((aligned(128), used));
+void farm_main(void) { os_exit(run_model()); }
+/* hexagon-sim starts at the entry point without a C stack: set r29/r30, then run */
+__asm__(".globl _start\n_start:\n"
+        "  r29 = ##farm_stack+1048576\n  r30 = #0\n  jump farm_main\n");
+#endif

@@ -33,9 +33,10 @@ def _run(cmd: list[str], what: str) -> None:
         raise FarmError(f"{what} failed: {detail}", f"command: {' '.join(cmd)}")
 
 
-def compile_c(src: Path, out: Path, mcpu: str, include: list[Path]) -> None:
+def compile_c(src: Path, out: Path, mcpu: str, include: list[Path], defines: tuple[str, ...] = ()) -> None:
     incs = [f"-I{p}" for p in [*include, _ffi_include()]]
-    _run(["clang", *_CFLAGS, f"-mcpu={mcpu}", *incs, "-c", str(src), "-o", str(out)],
+    _run(["clang", *_CFLAGS, f"-mcpu={mcpu}", *incs, *(f"-D{d}" for d in defines), "-c", str(src),
+          "-o", str(out)],
          f"compiling {src.name} for Hexagon")
 
 
