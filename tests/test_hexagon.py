@@ -184,6 +184,9 @@ def test_sdk_detection_messages(tmp_path):
     assert sim is None and "tools/HEXAGON_Tools/*/Tools/bin/hexagon-sim does not exist" in why
     sim, why = choose_simulator("sdk", "v67", "v68", env={})
     assert sim is None and "HEXAGON_SDK_ROOT" in why
+    # a broken SDK setting is reported, not silently replaced by qemu
+    sim, why = choose_simulator("auto", "v67", "v68", env={"HEXAGON_SDK_ROOT": str(tmp_path)})
+    assert sim is None and "does not exist (unset HEXAGON_TOOLCHAIN and HEXAGON_SDK_ROOT" in why
 
 
 def test_sdk_simulator_found_and_command_line(tmp_path):

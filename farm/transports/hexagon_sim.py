@@ -33,6 +33,7 @@ from farm.transports.base import (
 
 QEMU = "qemu-hexagon-static"
 QEMU_APT = "qemu-user-static"
+SDK_VARS = ("HEXAGON_TOOLCHAIN", "HEXAGON_SDK_ROOT")
 RUN_TIMEOUT = 3600.0  # a full qresnet50 under the packet trace takes minutes, not hours
 _EXIT_MEANING = {2: "input/output file error", 3: "a kernel reported an error"}
 
@@ -84,6 +85,8 @@ def choose_simulator(choice: str, qemu_cpu: str, sdk_cpu: str,
             return Simulator("sdk", str(sim), sdk_cpu), ""
         if choice == "sdk":
             return None, why
+        if any(env.get(k) for k in SDK_VARS):  # the user meant the SDK: do not fall back silently
+            return None, f"{why} (unset {' and '.join(SDK_VARS)} to use {QEMU})"
     qemu = shutil.which(QEMU)
     missing = ([] if qemu else [f"{QEMU} (apt-get install {QEMU_APT})"]) + missing_tools
     if missing:
