@@ -40,7 +40,7 @@ def _build_and_load(mod, out: Path) -> HexagonModel:
     build_executable(mod, TAG, out)
     sim, why = choose_simulator("qemu", "v67", "v68", env=NO_SDK)
     assert sim is not None, why
-    return HexagonModel(sim, out / EXE_NAME, json.loads((out / META_NAME).read_text()), out)
+    return HexagonModel(sim, out / EXE_NAME, json.loads((out / META_NAME).read_text()))
 
 
 def _conv_ref(x, w, stride, dilation):
@@ -212,3 +212,33 @@ def test_sdk_statistics_parsing():
     assert figs == {"total": 345, "unit": "cycles", "packets": 80}
     with pytest.raises(RuntimeError, match="no Pcycles"):
         _sdk_figures("Done!\n")
+
+
+def test_plan_rejects_ops_that_are_not_kernels():
+    from tvm import relax
+
+    mod = _single_op_module((4,), "float32", lambda v: relax.op.add(v, v))  # not legalized
+    with pytest.raises(PlanError, match="main calls 'relax.add', which the Hexagon executor cannot run"):
+        make_plan(mod)
+
+
+def test_toolchain_failure_names_the_step(tmp_path):
+    from farm.compile.hexagon import toolchain
+
+    if toolchain.missing_tools():
+        pytest.skip("clang/ld.lld not installed")
+    with pytest.raises(FarmError, match="linking the Hexagon executable failed: .*missing.o"):
+        toolchain.link([tmp_path / "missing.o"], tmp_path / "x.elf")
+
+
+def test_model_checks_inputs_and_artifact(tmp_path):
+    from farm.transports.base import DeviceFailure
+    from farm.transports.hexagon_sim import _Session
+
+    qemu = Simulator("qemu", "qemu-hexagon-static", "v67")
+    model = HexagonModel(qemu, tmp_path / EXE_NAME, {"inputs": [{"shape": [4], "dtype": "int32"}],
+                                                     "outputs": []})
+    with pytest.raises(ValueError, match=r"input 0 has shape \(3,\), the executable \[4\]"):
+        model.run([np.zeros(3, np.int32)])
+    with pytest.raises(DeviceFailure, match="not a farm Hexagon artifact"):
+        _Session(qemu).load(tmp_path / EXE_NAME)

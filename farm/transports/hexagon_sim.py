@@ -116,12 +116,12 @@ class HexagonSimTransport(Transport):
         sim, why = self._simulator()
         if sim is None:
             raise DeviceFailure(why)
-        return _Session(sim, self.ctx.log_dir)
+        return _Session(sim)
 
 
 class _Session(DeviceSession):
-    def __init__(self, sim: Simulator, log_dir: Path):
-        self.sim, self.log_dir = sim, log_dir
+    def __init__(self, sim: Simulator):
+        self.sim = sim
 
     def load(self, lib: Path) -> LoadedModel:
         try:
@@ -129,12 +129,12 @@ class _Session(DeviceSession):
         except (OSError, ValueError) as e:
             raise DeviceFailure(f"{lib.parent / META_NAME} is unreadable ({e}); "
                                 "not a farm Hexagon artifact") from None
-        return HexagonModel(self.sim, lib, meta, self.log_dir)
+        return HexagonModel(self.sim, lib, meta)
 
 
 class HexagonModel(LoadedModel):
-    def __init__(self, sim: Simulator, exe: Path, meta: dict, log_dir: Path):
-        self.sim, self.exe, self.meta, self.log_dir = sim, exe, meta, log_dir
+    def __init__(self, sim: Simulator, exe: Path, meta: dict):
+        self.sim, self.exe, self.meta = sim, exe, meta
         self.time_unit = "packets" if sim.kind == "qemu" else "cycles"
         self.profile: dict = {}
 
