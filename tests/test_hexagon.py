@@ -242,3 +242,18 @@ def test_model_checks_inputs_and_artifact(tmp_path):
         model.run([np.zeros(3, np.int32)])
     with pytest.raises(DeviceFailure, match="not a farm Hexagon artifact"):
         _Session(qemu).load(tmp_path / EXE_NAME)
+
+
+@needs_qemu
+def test_rounding_functions_of_the_runtime(tmp_path):
+    """floor/ceil/round/trunc may become calls into the executable's own libm pieces."""
+    from tvm import relax
+
+    x = np.array([-2.5, -1.5, -0.5, 0.5, 1.5, 2.5, -2.4, 2.6, 1e8 + 4, -7.0, 0.49999997, 3.7],
+                 dtype=np.float32)
+    ops = {"floor": np.floor, "ceil": np.ceil, "round": np.round, "trunc": np.trunc}
+    for name, ref in ops.items():
+        out = tmp_path / name
+        out.mkdir()
+        model = _build_and_load(_single_op_module(x.shape, "float32", getattr(relax.op, name)), out)
+        np.testing.assert_array_equal(model.run([x])[0], ref(x), err_msg=name)

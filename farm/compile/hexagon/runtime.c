@@ -116,15 +116,6 @@ float nearbyintf(float x) {
   float r = (a + big) - big;
   return x < 0 ? -r : r;
 }
-float rintf(float x) { return nearbyintf(x); }
-float roundf(float x) {
-  float a = __builtin_fabsf(x);
-  if (!(a < 8388608.0f)) return x;
-  float r = nearbyintf(a);
-  if (r - a == 0.5f) r -= 1.0f; /* halfway cases went to even: round them away from zero */
-  if (a - r >= 0.5f) r += 1.0f;
-  return x < 0 ? -r : r;
-}
 float floorf(float x) {
   float r = nearbyintf(x);
   return r > x ? r - 1.0f : r;
