@@ -257,3 +257,26 @@ def test_rounding_functions_of_the_runtime(tmp_path):
         out.mkdir()
         model = _build_and_load(_single_op_module(x.shape, "float32", getattr(relax.op, name)), out)
         np.testing.assert_array_equal(model.run([x])[0], ref(x), err_msg=name)
+
+
+@needs_qemu
+def test_several_inputs_and_tuple_output(tmp_path):
+    from tvm import relax
+
+    rng = np.random.default_rng(4)
+    a = rng.integers(0, 255, (2, 8), endpoint=True).astype(np.uint8)
+    b = rng.integers(-128, 127, (1, 5, 4, 4), endpoint=True).astype(np.int8)
+    wa = rng.integers(-128, 127, (8, 3), endpoint=True).astype(np.int8)
+    wb = rng.integers(-128, 127, (33, 5, 1, 1), endpoint=True).astype(np.int8)
+    bb = relax.BlockBuilder()
+    va = relax.Var("a", relax.TensorType(a.shape, "uint8"))
+    vb = relax.Var("b", relax.TensorType(b.shape, "int8"))
+    with bb.function("main", [va, vb]):
+        with bb.dataflow():
+            ya = bb.emit(relax.op.matmul(va, relax.const(wa), out_dtype="int32"))
+            yb = bb.emit(relax.op.nn.conv2d(vb, relax.const(wb), out_dtype="int32"))
+            out = bb.emit_output(relax.Tuple([yb, ya]))
+        bb.emit_func_output(out)
+    got_b, got_a = _build_and_load(bb.get(), tmp_path).run([a, b])
+    np.testing.assert_array_equal(got_a, a.astype(np.int64) @ wa)
+    np.testing.assert_array_equal(got_b, _conv_ref(b, wb, 1, 1))

@@ -83,7 +83,7 @@ def make_plan(mod) -> Plan:
 
     main = mod["main"]
     plan = Plan()
-    ids: dict[relax.Var, int] = {}
+    ids: dict = {}  # Var → tensor id, or list of ids for a tuple
 
     def new(shape, dtype, kind, value=None) -> int:
         plan.tensors.append(Tensor(tuple(shape), dtype, kind, value=value))
@@ -97,10 +97,18 @@ def make_plan(mod) -> Plan:
         if isinstance(e, tvm.ir.Constant):
             arr = e.value.numpy()
             return new(arr.shape, str(arr.dtype), "const", arr)
-        if isinstance(e, relax.Var) and e in ids:
+        if isinstance(e, relax.Var) and isinstance(ids.get(e), int):
             return ids[e]
         raise PlanError(f"unsupported operand {type(e).__name__} in main",
                         "the Hexagon executor takes tensors and constants as kernel arguments")
+
+    def tensors(e) -> list[int]:
+        """The tensors of a tensor or (nested) tuple expression, flattened in order."""
+        if isinstance(e, relax.Tuple):
+            return [t for f in e.fields for t in tensors(f)]
+        if isinstance(e, relax.Var) and isinstance(ids.get(e), list):
+            return ids[e]
+        return [operand(e)]
 
     call_tir = tvm.ir.Op.get("relax.call_tir")
     body = main.body
@@ -110,8 +118,11 @@ def make_plan(mod) -> Plan:
             if isinstance(value, relax.Var) and value in ids:  # plain alias
                 ids[var] = ids[value]
                 continue
-            if isinstance(value, relax.TupleGetItem) and isinstance(value.tuple_value, relax.Var):
-                ids[var] = ids[(value.tuple_value, value.index)]
+            if isinstance(value, relax.Tuple):  # tuples only group tensors: no copy
+                ids[var] = tensors(value)
+                continue
+            if isinstance(value, relax.TupleGetItem) and isinstance(ids.get(value.tuple_value), list):
+                ids[var] = ids[value.tuple_value][value.index]
                 continue
             if not (isinstance(value, relax.Call) and value.op == call_tir):
                 op = getattr(value.op, "name", type(value).__name__) if isinstance(
@@ -123,19 +134,11 @@ def make_plan(mod) -> Plan:
                 raise PlanError(f"call_tir to {func.name_hint} passes symbolic shape arguments",
                                 "the Hexagon executor needs static shapes")
             arg_ids = [operand(a) for a in args.fields]
-            sinfo = value.ty
-            if isinstance(sinfo, relax.TupleType):
-                outs = [new(*_tensor_type(s, f"output of {func.name_hint}"), "act")
-                        for s in sinfo.fields]
-                for i, o in enumerate(outs):
-                    ids[(var, i)] = o
-            else:
-                outs = [new(*_tensor_type(sinfo, f"output of {func.name_hint}"), "act")]
-                ids[var] = outs[0]
+            out_types = value.ty.fields if isinstance(value.ty, relax.TupleType) else [value.ty]
+            outs = [new(*_tensor_type(t, f"output of {func.name_hint}"), "act") for t in out_types]
+            ids[var] = outs if isinstance(value.ty, relax.TupleType) else outs[0]
             plan.steps.append(Step(func.name_hint, arg_ids + outs))
-    result = body.body
-    fields = result.fields if isinstance(result, relax.Tuple) else [result]
-    plan.outputs = [operand(f) for f in fields]
+    plan.outputs = tensors(body.body)
     _assign_memory(plan)
     return plan
 
