@@ -65,7 +65,7 @@ def _build(model_path: Path, device: Device, out: Path) -> dict[str, Any]:
     ops = relax_dot_ops(mod, reasons)
     if device.target.family == "hexagon":  # no TVM runtime on the DSP: a static executable
         _build_guarded(model_path, device, lambda: hexagon.build_executable(mod, device.target.tag, out))
-        return build_report(ops, out / hexagon.ASM_NAME, device.target.family)
+        return build_report(ops, out / hexagon.ASM_NAME, device.target.family, reasons)
     pipeline = tvm.transform.Sequential([relax.get_pipeline("zero"), relax.get_pipeline("default_build")])
 
     def build() -> None:
@@ -74,7 +74,7 @@ def _build(model_path: Path, device: Device, out: Path) -> dict[str, Any]:
         ex.export_library(str(out / LIB_NAME), **({"fcompile": fcompile} if fcompile else {}))
 
     _build_guarded(model_path, device, build)
-    return build_report(ops, out / LIB_NAME, device.target.family)
+    return build_report(ops, out / LIB_NAME, device.target.family, reasons)
 
 
 def _build_guarded(model_path: Path, device: Device, build: Callable[[], None]) -> None:

@@ -13,13 +13,17 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from farm.compile.int8.lower import AVG_POOL_SUM, INPUT_QUANTIZE
+
 DOT_OPS = {"relax.nn.conv2d": "conv2d", "relax.matmul": "dense"}
 
 # disassembler per target family; the command gets the library path appended
 DISASSEMBLERS: dict[str, list[str]] = {
     "x86": ["objdump", "-d", "--no-show-raw-insn"],
     "arm": ["aarch64-linux-gnu-objdump", "-d", "--no-show-raw-insn"],
-    "hexagon": ["llvm-objdump-14", "-d", "--no-show-raw-insn", "--triple=hexagon"],
+    # without the HVX attributes llvm-objdump prints HVX packets as <unknown>
+    "hexagon": ["llvm-objdump-14", "-d", "--no-show-raw-insn", "--triple=hexagon",
+                "--mcpu=hexagonv68", "--mattr=+hvxv68,+hvx-length128b"],
 }
 
 # instruction family → mnemonic regex, most capable first; per target family
@@ -53,7 +57,8 @@ def relax_dot_ops(mod, reasons: dict[str, str]) -> list[dict[str, Any]]:
                     continue
                 dtypes = [str(a.ty.dtype) for a in v.args[:2]]
                 compute = _compute_class(dtypes)
-                entry = {"name": b.var.name, "op": DOT_OPS[v.op.name], "inputs": dtypes,
+                kind = "avg_pool2d" if b.var.name.startswith(AVG_POOL_SUM) else DOT_OPS[v.op.name]
+                entry = {"name": b.var.name, "op": kind, "inputs": dtypes,
                          "out": str(b.var.ty.dtype), "compute": compute}
                 if compute != "int8":
                     entry["fallback"] = _reason(compute, reasons)
@@ -69,10 +74,16 @@ def _compute_class(dtypes: list[str]) -> str:
     return "float32" if "float32" in dtypes else dtypes[0]
 
 
+def float_chains(reasons: dict[str, str]) -> dict[str, str]:
+    """Quantize ops whose producer stayed in float, and why (quantizing the model input is not
+    a fallback: its input is float by definition)."""
+    return {k: v for k, v in reasons.items() if v != INPUT_QUANTIZE}
+
+
 def _reason(compute: str, reasons: dict[str, str]) -> str:
     if compute == "int16":
         return "int16 operands: weight zero point ≠ 0, non-int8 weights or two activation operands"
-    why = sorted(set(reasons.values()) - {"quantizes a float value from outside the quantized graph"})
+    why = sorted(set(float_chains(reasons).values()))
     return "left in float" + (f" ({'; '.join(why)})" if why else ": not between dequantize and quantize")
 
 
@@ -108,9 +119,12 @@ def _count(text: str, family: str, header: str) -> dict[str, Counter]:
     return out
 
 
-def build_report(ops: list[dict[str, Any]], lib: Path, family: str) -> dict[str, Any]:
-    """The stored lowering report: ops with dtypes, kernels with instruction families."""
-    report: dict[str, Any] = {"family": family, "ops": ops, "kernels": {}}
+def build_report(ops: list[dict[str, Any]], lib: Path, family: str,
+                 reasons: dict[str, str] | None = None) -> dict[str, Any]:
+    """The stored lowering report: ops with dtypes, other ops left in float (with reasons),
+    kernels with instruction families."""
+    report: dict[str, Any] = {"family": family, "ops": ops, "kernels": {},
+                              "float_ops": float_chains(reasons or {})}
     try:
         per_symbol = disassemble(lib, family)
     except (LookupError, OSError, subprocess.CalledProcessError) as e:
@@ -124,14 +138,15 @@ def build_report(ops: list[dict[str, Any]], lib: Path, family: str) -> dict[str,
 
 
 def summarize(report: dict[str, Any]) -> dict[str, Any]:
-    ops = report["ops"]
+    ops = [o for o in report["ops"] if o["op"] in DOT_OPS.values()]
     integer = [o for o in ops if o["compute"] == "int8"]
     found: Counter = Counter()
     for counts in report["kernels"].values():
         found.update(counts)
-    return {"ops": len(ops), "int8_ops": len(integer),
+    return {"ops": len(ops), "int8_ops": len(integer), "float_ops": len(report.get("float_ops", {})),
             "fallbacks": [f"{o['name']} ({o['op']}, {o['compute']}): {o['fallback']}"
-                          for o in ops if "fallback" in o],
+                          for o in ops if "fallback" in o]
+            + [f"{k} (float): {v}" for k, v in report.get("float_ops", {}).items()],
             "instructions": [f for f in (n for n, _ in FAMILIES.get(report["family"], []))
                              if f in found and f in INT_FAMILIES],
             "dot_kernels": len(report["kernels"])}
@@ -142,7 +157,8 @@ def summary_cell(summary: dict[str, Any] | None) -> str:
     if not summary or not summary.get("ops"):
         return ""
     instr = ", ".join(summary["instructions"]) or "scalar/no int dot instr."
-    return f"{summary['int8_ops']}/{summary['ops']} ops int8, {instr}"
+    floats = f", {summary['float_ops']} other ops float" if summary.get("float_ops") else ""
+    return f"{summary['int8_ops']}/{summary['ops']} ops int8, {instr}{floats}"
 
 
 def render(report: dict[str, Any]) -> str:
@@ -150,11 +166,18 @@ def render(report: dict[str, Any]) -> str:
     lines = [f"family {report['family']}: {summary_cell(report['summary'])}"]
     if report.get("disassembly_error"):
         lines.append(f"  disassembly unavailable: {report['disassembly_error']}")
+    for name, why in report.get("float_ops", {}).items():
+        lines.append(f"  FALLBACK {name}: stays float32 ({why})")
     for o in report["ops"]:
         tail = f"  FALLBACK: {o['fallback']}" if "fallback" in o else ""
         lines.append(f"  {o['op']:7} {o['name']:12} {' x '.join(o['inputs'])} -> {o['out']}"
                      f"  [{o['compute']}]{tail}")
     for sym, counts in sorted(report["kernels"].items()):
         desc = ", ".join(f"{k} x{v}" for k, v in sorted(counts.items())) or "no dot-product instructions"
-        lines.append(f"  kernel {sym}: {desc}")
+        lines.append(f"  kernel {_short(sym)}: {desc}")
     return "\n".join(lines)
+
+
+def _short(symbol: str, width: int = 56) -> str:
+    name = symbol.removesuffix("_compute_")
+    return name if len(name) <= width else name[:width] + "…"

@@ -59,6 +59,7 @@ class Suite:
     correctness: CorrectnessSpec = field(default_factory=CorrectnessSpec)
     latency: LatencySpec = field(default_factory=LatencySpec)
     devices: tuple[str, ...] = ("all",)
+    fp32_baseline: bool = True  # also time the float32 network on the same device
 
 
 def _model(node: Node, base: Path) -> ModelSpec:
@@ -135,6 +136,7 @@ def load_suite(path: str | Path) -> Suite:
         correctness=_correctness(root.child("correctness", "correctness")),
         latency=_latency(root.child("latency", "latency")),
         devices=tuple(root.str_list("devices", ["all"])) or ("all",),
+        fp32_baseline=root.get("fp32_baseline", bool, True),
     )
     root.done()
     return suite

@@ -16,9 +16,11 @@ from farm.compile.host import INTERESTING, host_info
 from farm.config.devices import Device
 from farm.config.suites import Suite
 from farm.errors import FarmError
+from farm.models.exact_reference import exact_outputs, with_exact_semantics
 from farm.models.reference import make_inputs, model_inputs, output_steps, run_reference
 from farm.models.registry import ModelFiles, build_builtin, load_onnx
 from farm.results.store import CheckResult, Store, default_db, new_run_id
+from farm.run import baseline
 from farm.run.metrics import LatencyStats, compare, judge
 from farm.transports.base import DeviceFailure, DeviceSession
 from farm.transports.embedded import Farm
@@ -57,6 +59,7 @@ class PreparedSuite:
     feeds: list[dict[str, np.ndarray]]
     refs: list[list[np.ndarray]]
     steps: list[float | None]
+    exact_refs: list[list[np.ndarray]] | None = None  # float64 exact semantics, where supported
 
 
 def prepare(suite: Suite, data_dir: Path) -> PreparedSuite:
@@ -67,7 +70,8 @@ def prepare(suite: Suite, data_dir: Path) -> PreparedSuite:
         model = ModelFiles(path.stem, path)
     proto = load_onnx(model.path)
     feeds = make_inputs(model_inputs(proto), suite.inputs)
-    return PreparedSuite(suite, model, feeds, run_reference(model.path, feeds), output_steps(proto))
+    return PreparedSuite(suite, model, feeds, run_reference(model.path, feeds), output_steps(proto),
+                         exact_outputs(proto, feeds))
 
 
 class _Recorder:
@@ -103,15 +107,24 @@ def run_device(farm: Farm, prep: PreparedSuite, device: Device, opts: RunOptions
             result(check, "skipped", kind="compile", reason="not compiled")
         return
     result("compile", "pass", metrics=_compile_metrics(art))
-    checks = ["correctness"] + (["latency"] if suite.latency.enabled else [])
+    with_fp32 = suite.fp32_baseline and suite.latency.enabled
+    checks = ["correctness"] + (["latency"] if suite.latency.enabled else []) + \
+        ([baseline.CHECK] if with_fp32 else [])
     if not avail.runnable:
         for check in checks:
             result(check, "skipped", kind="unavailable", reason=avail.reason)
         return
+    fp32 = None
+    if with_fp32:
+        opts.progress(f"[{device.name}] compiling the fp32 baseline of {prep.model.name}")
+        fp32 = baseline.compile_fp32(prep.model, device, opts.data_dir)
+        if isinstance(fp32, FarmError):
+            result(baseline.CHECK, "error", kind="compile", reason=fp32.format())
+            fp32 = None
     try:
         farm.start(device)
         with transport.open(opts.open_timeout) as session:
-            _run_checks(session, art, prep, result)
+            _run_checks(session, art, prep, result, fp32)
     except DeviceFailure as e:
         done = {r.check for r in record.outcome.results
                 if r.device == device.name and r.suite == suite.name}
@@ -122,10 +135,11 @@ def run_device(farm: Farm, prep: PreparedSuite, device: Device, opts: RunOptions
 
 def _compile_metrics(art: Artifact) -> dict:
     return {"compile_seconds": round(art.compile_seconds, 3), "cached": art.cached,
-            "artifact": art.key, "target": art.target}
+            "artifact": art.key, "target": art.target, "lowering": art.meta.get("lowering")}
 
 
-def _run_checks(session: DeviceSession, art: Artifact, prep: PreparedSuite, result) -> None:
+def _run_checks(session: DeviceSession, art: Artifact, prep: PreparedSuite, result,
+                fp32: Artifact | None = None) -> None:
     start = time.perf_counter()
     model = session.load(art.lib)
     upload_seconds = time.perf_counter() - start
@@ -136,6 +150,8 @@ def _run_checks(session: DeviceSession, art: Artifact, prep: PreparedSuite, resu
         raise DeviceFailure(f"inference failed: {_last_line(e)}") from None
     try:
         m = compare(outputs, prep.refs, prep.steps)
+        if prep.exact_refs is not None:
+            m = with_exact_semantics(m, compare(outputs, prep.exact_refs, prep.steps))
     except ValueError as e:
         result("correctness", "fail", kind="wrong-answer", reason=str(e))
     else:
@@ -152,6 +168,11 @@ def _run_checks(session: DeviceSession, art: Artifact, prep: PreparedSuite, resu
         result("latency", "pass", metrics={**stats.__dict__, "samples": samples,
                                             "threads": _threads(art), "unit": model.time_unit,
                                             **model.time_metrics()})
+        if fp32 is not None:
+            try:
+                baseline.time_fp32(session, fp32, inputs[0], prep.suite.latency, stats.median, result)
+            except Exception as e:  # noqa: BLE001
+                raise DeviceFailure(f"fp32 baseline failed: {_last_line(e)}") from None
 
 
 def _threads(art: Artifact) -> int:

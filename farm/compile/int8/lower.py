@@ -27,6 +27,10 @@ _MOVE_OPS = ("relax.reshape", "relax.permute_dims", "relax.squeeze", "relax.expa
              "relax.nn.max_pool2d")
 
 
+INPUT_QUANTIZE = "quantizes a float value from outside the quantized graph"
+AVG_POOL_SUM = "avg_pool_sum"  # name of the ones-kernel conv that sums average-pool windows
+
+
 class NotLowered(Exception):
     """A pattern matched but cannot be lowered exactly; the message is the reason."""
 
@@ -37,6 +41,7 @@ class _QParam:
     scale: np.ndarray  # float64
     zp: np.ndarray  # int64
     axis: int
+    fresh: bool = False  # data is already an expression of the new function
 
 
 def _int_range(dtype: str) -> tuple[int, int]:
@@ -126,7 +131,25 @@ def _make_lowerer():
                            int(c.attrs.axis) % ndim)
 
         def act(self, e, what: str) -> _QParam:
-            """A dequantized activation (not a constant) with a per-tensor grid."""
+            """A dequantized activation (not a constant) with a per-tensor grid; also through
+            relu / clip whose bounds lie on its grid (relu(dq(a)) = dq(max(a, za)) exactly)."""
+            clamp = self.clamp(self.val(e))
+            if clamp is not None:
+                bounds, inner = clamp
+                p = self.act(inner, what)
+                data = self.data(p)
+                for kind, value in bounds:
+                    level = value / float(p.scale.reshape(())) + float(p.zp.reshape(()))
+                    if not np.isfinite(level):
+                        continue
+                    if abs(level - round(level)) > 1e-6:
+                        raise NotLowered(f"clip bound {value:g} of {what} is off its quantization grid")
+                    dlo, dhi = _int_range(_dtype(p.data))
+                    if (kind == "min" and level <= dlo) or (kind == "max" and level >= dhi):
+                        continue  # the bound is outside the representable range: a no-op
+                    bound = const(np.asarray(min(max(round(level), dlo), dhi)).astype(_dtype(p.data)))
+                    data = self.builder_.emit((op.maximum if kind == "min" else op.minimum)(data, bound))
+                return _QParam(data, p.scale, p.zp, p.axis, fresh=True)
             p = self.dq(e)
             if p is None:
                 raise NotLowered(f"{what} is not a dequantized tensor")
@@ -136,8 +159,9 @@ def _make_lowerer():
             _scalar(p.zp, f"zero point of {what}")
             return p
 
-        def new(self, e):
-            return self.visit_expr(e)
+        def data(self, p: _QParam):
+            """The integer tensor of p in the new function."""
+            return p.data if p.fresh else self.visit_expr(p.data)
 
         def dot_name(self, dot) -> str:
             """The original variable name of a conv2d/matmul, kept for the lowering report."""
@@ -167,16 +191,13 @@ def _make_lowerer():
             zo = int(_scalar(zo, "output zero point"))
             out_dtype = str(q.attrs.out_dtype)
             lo, hi = _int_range(out_dtype)
-            x = self.val(q.args[0])
+            return self.quantized(self.val(q.args[0]), (so, zo, lo, hi, out_dtype))
+
+        def quantized(self, x, out):
+            """The integer form of quantize(x) on the output grid `out`."""
+            so, zo, lo, hi, out_dtype = out
             # relu / clip before quantize = clip of the quantized value (quantize is monotonic)
-            while is_op(x, "relax.nn.relu") or is_op(x, "relax.clip"):
-                if is_op(x, "relax.nn.relu"):
-                    lo = max(lo, zo)
-                else:
-                    fmin, fmax = (float(a.value.value) for a in x.args[1:3])
-                    lo = max(lo, int(np.rint(np.float32(fmin) / np.float32(so))) + zo)
-                    hi = min(hi, int(np.rint(np.float32(fmax) / np.float32(so))) + zo)
-                x = self.val(x.args[0])
+            x, lo, hi = self.peel(x, so, zo, lo, hi)
             out = (so, zo, lo, hi, out_dtype)
             dot, bias = self.split_bias(x)
             if dot is not None:
@@ -188,12 +209,62 @@ def _make_lowerer():
             if is_op(x, "relax.nn.avg_pool2d"):
                 return self.lower_avg_pool(x, out)
             if isinstance(x, relax.Call) and isinstance(x.op, tvm.ir.Op) and x.op.name in _MOVE_OPS:
-                return self.lower_move(x, out)
+                # data movement and max commute with relu / clip: peel those off its input too
+                src, lo, hi = self.peel(self.val(x.args[0]), so, zo, lo, hi)
+                out = (so, zo, lo, hi, out_dtype)
+                if self.dq(src) is not None:
+                    return self.lower_move(x, out, self.act(src, f"{x.op.name} input"))
+                # ...and with quantize itself: quantize(move(y)) = move(quantize(y))
+                inner = self.builder_.emit(self.quantized(src, out))
+                return relax.Call(x.op, [inner, *x.args[1:]], x.attrs, x.ty_args)
             if self.dq(x) is not None:  # quantize(dequantize(a)): a change of grid
                 return self.lower_move(None, out, self.act(x, "input"))
             if not isinstance(x, relax.Call) or not isinstance(x.op, tvm.ir.Op):
-                raise NotLowered("quantizes a float value from outside the quantized graph")
+                raise NotLowered(INPUT_QUANTIZE)
             raise NotLowered(f"no integer form for {x.op.name.removeprefix('relax.')}")
+
+        def peel(self, x, so: float, zo: int, lo: int, hi: int):
+            """Strip relu / clip ops off x; their bounds narrow [lo, hi] on the output grid."""
+            while (clamp := self.clamp(x)) is not None:
+                bounds, inner = clamp
+                for kind, value in bounds:
+                    if not np.isfinite(value):
+                        continue
+                    level = int(np.rint(np.float32(value) / np.float32(so))) + zo
+                    lo, hi = (max(lo, level), hi) if kind == "min" else (lo, min(hi, level))
+                x = self.val(inner)
+            return x, lo, hi
+
+        def clamp(self, x):
+            """([("min"|"max", value)], input) for relu, clip, or max/min with a constant scalar
+            (ONNX Clip imports as call_tir of maximum/minimum); None for anything else."""
+            if is_op(x, "relax.nn.relu"):
+                return [("min", 0.0)], x.args[0]
+            if is_op(x, "relax.clip"):
+                return [("min", float(x.args[1].value.value)),
+                        ("max", float(x.args[2].value.value))], x.args[0]
+            if is_op(x, "relax.maximum") or is_op(x, "relax.minimum"):
+                name, args = x.op.name.removeprefix("relax."), list(x.args)
+            elif is_op(x, "relax.call_tir") and isinstance(x.args[0], tvm.ir.GlobalVar) \
+                    and isinstance(x.args[1], relax.Tuple):
+                name, args = x.args[0].name_hint, list(x.args[1].fields)
+            else:
+                return None
+            value = self.scalar(args[1]) if name in ("maximum", "minimum") and len(args) == 2 \
+                else None
+            return None if value is None else ([("min" if name == "maximum" else "max", value)],
+                                               args[0])
+
+        def scalar(self, e) -> float | None:
+            """A constant scalar, also through ONNX Clip's where(isnan(c), ±inf, c)."""
+            e = self.val(e)
+            c = const_np(e)
+            if c is not None and c.size == 1:
+                return float(c.reshape(()))
+            if is_op(e, "relax.where") and is_op(self.val(e.args[0]), "relax.isnan"):
+                v = self.scalar(self.val(e.args[0]).args[0])
+                return v if v is not None and not np.isnan(v) else None
+            return None
 
         def split_bias(self, x):
             """(conv2d|matmul call, bias expr or None) if x is a dot product (+ bias)."""
@@ -265,12 +336,12 @@ def _make_lowerer():
             red_axes = (1, 2, 3) if is_conv else (0,)
             if wide:  # zero points subtracted up front, operands in int16
                 wq = _move_axis(wdata.astype(np.int64), ch_axis, zw)
-                lhs = self.builder_.emit(op.subtract(op.astype(self.new(a.data), "int16"),
+                lhs = self.builder_.emit(op.subtract(op.astype(self.data(a), "int16"),
                                                      const(np.int16(za))))
                 rhs = const(wq.astype(np.int16))
                 padding = dot.attrs.padding if is_conv else None
             else:
-                lhs = self.new(a.data)
+                lhs = self.data(a)
                 rhs = w.data
                 bias_int = bias_int - za * wdata.astype(np.int64).sum(axis=red_axes)
                 padding = None
@@ -297,9 +368,9 @@ def _make_lowerer():
         def lower_dynamic_matmul(self, dot, a, out):
             so, zo, lo, hi, out_dtype = out
             b = self.act(dot.args[1], "second matmul operand")
-            lhs = self.builder_.emit(op.subtract(op.astype(self.new(a.data), "int16"),
+            lhs = self.builder_.emit(op.subtract(op.astype(self.data(a), "int16"),
                                                  const(np.int16(a.zp.reshape(())))))
-            rhs = self.builder_.emit(op.subtract(op.astype(self.new(b.data), "int16"),
+            rhs = self.builder_.emit(op.subtract(op.astype(self.data(b), "int16"),
                                                  const(np.int16(b.zp.reshape(())))))
             acc = self.builder_.emit(op.matmul(lhs, rhs, out_dtype="int32"),
                                      name_hint=self.dot_name(dot))
@@ -312,7 +383,7 @@ def _make_lowerer():
             m = np.array([float(a.scale.reshape(())) / so, float(b.scale.reshape(())) / so])
             fp = _fp(np.full(2, m.max()))
             mult = np.rint(np.ldexp(m, fp.shift[0])).astype(np.int64)
-            terms = [op.multiply(op.subtract(op.astype(self.new(p.data), "int64"),
+            terms = [op.multiply(op.subtract(op.astype(self.data(p), "int64"),
                                              i64(p.zp.reshape(()))), i64(k))
                      for p, k in zip((a, b), mult, strict=True)]
             q = self.builder_.emit(op.add(*terms))
@@ -325,7 +396,7 @@ def _make_lowerer():
             axes = [int(i) % len(shape) for i in x.attrs.axis] if x.attrs.axis is not None \
                 else list(range(len(shape)))
             n = int(np.prod([shape[i] for i in axes]))
-            total = op.sum(op.astype(self.new(a.data), "int32"), axis=axes,
+            total = op.sum(op.astype(self.data(a), "int32"), axis=axes,
                            keepdims=bool(x.attrs.keepdims))
             acc = self.builder_.emit(op.subtract(total, const(np.int32(n * int(a.zp.reshape(()))))))
             m = float(a.scale.reshape(())) / (so * n)
@@ -342,11 +413,12 @@ def _make_lowerer():
             kh, kw = (int(k) for k in at.pool_size)
             t, left, b, r = (int(p) for p in at.padding)
             # window sums of (a - za) as a depthwise conv with ones, padding with za (adds 0)
-            lhs = self.builder_.emit(op.nn.pad(self.new(a.data), [0, 0, 0, 0, t, b, left, r],
+            lhs = self.builder_.emit(op.nn.pad(self.data(a), [0, 0, 0, 0, t, b, left, r],
                                                pad_value=float(za)))
             ones = const(np.ones((c, 1, kh, kw), dtype=np.int8))
             conv = op.nn.conv2d(lhs, ones, strides=at.strides, padding=[0, 0, 0, 0],
                                 dilation=at.dilation, groups=c, out_dtype="int32")
+            conv = self.builder_.emit(conv, name_hint=AVG_POOL_SUM)
             acc = self.builder_.emit(op.subtract(conv, const(np.int32(kh * kw * za))))
             oh, ow = _shape(x)[2:]
             if bool(at.count_include_pad):
@@ -357,13 +429,11 @@ def _make_lowerer():
             m = float(a.scale.reshape(())) / (so * counts)
             return requantize(self.builder_, acc, _fp(m.reshape(1, 1, oh, ow)), zo, lo, hi, out_dtype)
 
-        def lower_move(self, x, out, a: _QParam | None = None):
+        def lower_move(self, x, out, a: _QParam):
+            """Quantize of a data-movement op (or of nothing: x None) on the dequantized `a`."""
             so, zo, lo, hi, out_dtype = out
-            if a is None:
-                a = self.act(x.args[0], f"{x.op.name.removeprefix('relax.')} input")
-                moved = relax.Call(x.op, [self.new(a.data), *x.args[1:]], x.attrs, x.ty_args)
-            else:
-                moved = self.new(a.data)
+            moved = self.data(a) if x is None else \
+                relax.Call(x.op, [self.data(a), *x.args[1:]], x.attrs, x.ty_args)
             sa, za = float(a.scale.reshape(())), int(a.zp.reshape(()))
             src = _dtype(a.data)
             if np.float32(sa) == np.float32(so) and za == zo and src == out_dtype \
