@@ -196,7 +196,6 @@ def _sdk_figures(text: str) -> dict:
     return out
 
 
-_IN = re.compile(r"^IN: (\S*)")
 _ADDR = re.compile(r"^0x([0-9a-f]+):")
 _EXEC = re.compile(r"^Trace \d+: 0x[0-9a-f]+ \[[0-9a-f]+/([0-9a-f]+)/")
 KERNEL_PREFIX = "__tvm_ffi_"
