@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from farm.compile import hexagon
 from farm.compile.cache import Cache, cache_key
 from farm.compile.int8.qoperator import has_qoperators, qoperator_to_qdq
 from farm.compile.targets import export_fn, make_target, target_dict
@@ -61,23 +63,35 @@ def _build(model_path: Path, device: Device, out: Path) -> dict[str, Any]:
     target = make_target(device)
     mod, reasons = lower_int8(import_onnx(model_path))
     ops = relax_dot_ops(mod, reasons)
+    if device.target.family == "hexagon":  # no TVM runtime on the DSP: a static executable
+        _build_guarded(model_path, device, lambda: hexagon.build_executable(mod, device.target.tag, out))
+        return build_report(ops, out / hexagon.ASM_NAME, device.target.family, reasons)
     pipeline = tvm.transform.Sequential([relax.get_pipeline("zero"), relax.get_pipeline("default_build")])
-    try:
+
+    def build() -> None:
         ex = tvm.compile(mod, target, relax_pipeline=pipeline)
         fcompile = export_fn(device)
         ex.export_library(str(out / LIB_NAME), **({"fcompile": fcompile} if fcompile else {}))
+
+    _build_guarded(model_path, device, build)
+    return build_report(ops, out / LIB_NAME, device.target.family, reasons)
+
+
+def _build_guarded(model_path: Path, device: Device, build: Callable[[], None]) -> None:
+    try:
+        build()
     except FarmError:
         raise
     except Exception as e:
         raise CompileError(f"TVM failed to build {model_path.name} for '{device.name}': "
                            f"{_first_line(e)}", "see the log; report the model and target") from None
-    return build_report(ops, out / LIB_NAME, device.target.family, reasons)
 
 
 def compile_model(model_path: Path, device: Device, cache_root: Path) -> Artifact:
     """Compile (or fetch from cache) the model for the device."""
     target = target_dict(device)
-    options: dict[str, Any] = {"pipeline": "zero+default_build"}
+    hexagon_exe = device.target.family == "hexagon"
+    options: dict[str, Any] = hexagon.cache_options() if hexagon_exe else {"pipeline": "zero+default_build"}
     key = cache_key(model_path, target, options)
     cache = Cache(cache_root)
     meta = cache.lookup(key)
@@ -95,7 +109,8 @@ def compile_model(model_path: Path, device: Device, cache_root: Path) -> Artifac
         cached = False
     else:
         cached = True
-    return Artifact(Path(meta["dir"]) / LIB_NAME, key, target, meta["compile_seconds"], cached, meta)
+    lib = hexagon.EXE_NAME if hexagon_exe else LIB_NAME
+    return Artifact(Path(meta["dir"]) / lib, key, target, meta["compile_seconds"], cached, meta)
 
 
 def _first_line(e: BaseException) -> str:

@@ -90,7 +90,7 @@ def _reason(compute: str, reasons: dict[str, str]) -> str:
 def disassemble(lib: Path, family: str) -> dict[str, Counter]:
     """Instruction families per function symbol of a library (.so/.o) or an assembly text file."""
     if lib.suffix in (".s", ".asm"):
-        return _count(lib.read_text(errors="replace"), family, r"^([A-Za-z_.$][\w.$]*):")
+        return _count(lib.read_text(errors="replace"), family, r"^([A-Za-z_$][\w.$]*):")  # not .L labels
     cmd = DISASSEMBLERS.get(family)
     if cmd is None:
         raise LookupError(f"no disassembler for target family '{family}'")

@@ -14,5 +14,5 @@ def time_fp32(session, art: Artifact, inputs: list, latency, int8_median: float 
     model = session.load(art.lib)
     stats = LatencyStats.of(model.time(inputs, latency))
     ratio = int8_median / stats.median if int8_median and stats.median > 0 else None
-    return {**stats.__dict__, "int8_over_fp32": ratio, "compile_seconds": round(art.compile_seconds, 3),
-            "artifact": art.key}
+    return {**stats.__dict__, "int8_over_fp32": ratio, "unit": model.time_unit,
+            "compile_seconds": round(art.compile_seconds, 3), "artifact": art.key}

@@ -215,7 +215,8 @@ class DeviceRun:
                                   t.measure, kill)
                 stats = LatencyStats.of(samples)
                 self.result("latency", "pass", metrics={**stats.__dict__, "samples": samples,
-                                                         "threads": self.device.threads})
+                                                         "threads": self.device.threads,
+                                                         "unit": model.time_unit, **model.time_metrics()})
             if self.fp32 is not None and baseline.CHECK not in self.done:
                 spec, fp32 = self.prep.suite.latency, self.fp32
                 median = self.session.latency_median(self.device.name, self.prep.suite.name)

@@ -44,6 +44,9 @@ class FarmContext:
 
 
 class LoadedModel(ABC):
+    # what `time` returns: seconds, or the work a simulator counts ("packets", "cycles")
+    time_unit: ClassVar[str] = "s"
+
     @abstractmethod
     def run(self, inputs: list[np.ndarray]) -> list[np.ndarray]:
         """One inference; outputs as numpy arrays in graph order."""
@@ -51,6 +54,10 @@ class LoadedModel(ABC):
     @abstractmethod
     def time(self, inputs: list[np.ndarray], spec: LatencySpec) -> list[float]:
         """Per-call latencies in seconds (one per repeat, each the mean of `number` calls)."""
+
+    def time_metrics(self) -> dict:
+        """Extra figures of the last `time` call to record with it (e.g. packets per kernel)."""
+        return {}
 
 
 class DeviceSession(ABC):
