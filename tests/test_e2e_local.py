@@ -138,3 +138,18 @@ def test_up_status_down(write, shared_data, capsys):
     finally:
         assert main(["down", "--data-dir", str(data)]) == 0
     assert main(["status", "--data-dir", str(data)]) == 1
+
+
+def test_emulated_devices_take_fewer_samples_and_no_fp32_baseline(write, shared_data):
+    """An emulator's timing says little about hardware: emulated_repeat samples, fp32 skipped."""
+    devices = write("devices.yaml", HOST_ONLY + "    emulated: true\n")
+    suite = write("s.yaml", """
+        model: {builtin: tinyconv}
+        latency: {repeat: 12, emulated_repeat: 2}
+    """)
+    rc = main(["run", "--suite", str(suite), "--devices", str(devices), "--data-dir", str(shared_data)])
+    assert rc == 0
+    store = Store(shared_data / "results.db")
+    res = {r.check: r for r in store.results(store.run()["id"])}
+    assert res["latency"].metrics["n"] == 2 and res["latency"].emulated
+    assert res["latency-fp32"].status == "skipped" and "emulated" in res["latency-fp32"].reason

@@ -48,6 +48,7 @@ class LatencySpec:
     number: int = 1
     repeat: int = 20
     min_repeat_ms: int = 0
+    emulated_repeat: int = 3  # an emulator's timing says little about hardware: fewer samples
 
 
 @dataclass(frozen=True)
@@ -78,6 +79,7 @@ class Suite:
     devices: tuple[str, ...] = ("all",)
     timeouts: Timeouts = field(default_factory=Timeouts)
     fp32_baseline: bool = True  # also time the float32 network on the same device
+    fp32_baseline_emulated: bool = False  # ... on emulated devices too (slow, emulator timing)
 
 
 def _model(node: Node, base: Path) -> ModelSpec:
@@ -136,6 +138,7 @@ def _latency(node: Node | None) -> LatencySpec:
         number=node.number("number", int, 1, lo=1),
         repeat=node.number("repeat", int, 20, lo=1),
         min_repeat_ms=node.number("min_repeat_ms", int, 0, lo=0),
+        emulated_repeat=node.number("emulated_repeat", int, 3, lo=1),
     )
     node.done()
     return spec
@@ -167,6 +170,7 @@ def load_suite(path: str | Path) -> Suite:
         devices=tuple(root.str_list("devices", ["all"])) or ("all",),
         timeouts=Timeouts(**read_timeouts(root.child("timeouts", "timeouts"))),
         fp32_baseline=root.get("fp32_baseline", bool, True),
+        fp32_baseline_emulated=root.get("fp32_baseline_emulated", bool, False),
     )
     root.done()
     return suite

@@ -7,7 +7,7 @@ from __future__ import annotations
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -117,6 +117,8 @@ class DeviceRun:
     def __init__(self, farm: Farm, prep: PreparedSuite, device: Device, session: Session):
         self.farm, self.prep, self.device, self.session = farm, prep, device, session
         self.timeouts: Timeouts = prep.suite.timeouts.merged(device.timeouts)
+        spec = prep.suite.latency
+        self.latency = replace(spec, repeat=spec.emulated_repeat) if device.emulated else spec
         latency = prep.suite.latency.enabled
         self.checks = ["correctness"] + (["latency"] if latency else []) + \
             ([baseline.CHECK] if latency and prep.suite.fp32_baseline else [])
@@ -150,7 +152,11 @@ class DeviceRun:
             self.session.store.set_health(name, self.session.run_id, "unavailable", avail.reason)
             return
         if baseline.CHECK in self.checks:
-            self.fp32 = self.compile_fp32()
+            if self.device.emulated and not self.prep.suite.fp32_baseline_emulated:
+                self.result(baseline.CHECK, "skipped", kind="unavailable",
+                            reason="no fp32 baseline on emulated devices (suite: fp32_baseline_emulated)")
+            else:
+                self.fp32 = self.compile_fp32()
         for attempt in range(self.device.retries + 1):
             try:
                 self.attempt(art)
@@ -210,7 +216,7 @@ class DeviceRun:
                            for x in inputs]
                 self.judge(outputs, upload_seconds)
             if "latency" in self.checks and "latency" not in self.done:
-                spec = self.prep.suite.latency
+                spec = self.latency
                 samples = bounded("latency measurement", _remote(lambda: model.time(inputs[0], spec), "timing"),
                                   t.measure, kill)
                 stats = LatencyStats.of(samples)
@@ -218,7 +224,7 @@ class DeviceRun:
                                                          "threads": self.device.threads,
                                                          "unit": model.time_unit, **model.time_metrics()})
             if self.fp32 is not None and baseline.CHECK not in self.done:
-                spec, fp32 = self.prep.suite.latency, self.fp32
+                spec, fp32 = self.latency, self.fp32
                 median = self.session.latency_median(self.device.name, self.prep.suite.name)
                 metrics = bounded("fp32 baseline", _remote(lambda: baseline.time_fp32(
                     session, fp32, inputs[0], spec, median), "fp32 baseline"), t.upload + t.measure, kill)
