@@ -80,11 +80,6 @@ def load_matrix(path: str | Path, registry: Registry, suites_dir: Path) -> Matri
     return Matrix(name, src.file, tuple(pairs), parallel)
 
 
-def expected_checks(suite: Suite) -> list[str]:
-    """The checks the runner records for a suite on a device (keep in step with runner.py)."""
-    return ["compile", "correctness"] + (["latency"] if suite.latency.enabled else [])
-
-
 @dataclass
 class MatrixOutcome:
     run_id: str
@@ -154,7 +149,7 @@ def _record_lost(store: Store, run_id: str, matrix: Matrix, codes: dict[str, int
     """A worker that died before recording a check leaves an error row, never a silent gap."""
     have = {(r.device, r.suite, r.check) for r in store.results(run_id)}
     for suite, devices in matrix.pairs:
-        checks = expected_checks(suite)
+        checks = suite.checks()
         for d in devices:
             code = codes.get(d.name, -1)
             if code == 0:

@@ -197,11 +197,10 @@ def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool 
 def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list) -> None:
     if not _enabled(config):
         return
-    from farm.matrix import expected_checks
 
     for suite, devices in config.stash[_STASH].pairs:
         for device in devices:
-            for check in expected_checks(suite):
+            for check in suite.checks():
                 items.append(FarmItem.from_parent(
                     session, name=check, nodeid=f"farm/{device.name}/{suite.name}::{check}",
                     suite=suite, device=device, check=check))

@@ -63,3 +63,16 @@ def nightly(db: Path, run_id: str, seed: int, slower: dict[str, float] | None = 
         results.append(correctness(device))
         results.append(latency(device, samples(rng, median * (slower or {}).get(device, 1.0), cov, n)))
     return write_run(db, run_id, results, started)
+
+
+def lowering(ops: list[tuple[str, str, str | None]], family: str = "x86") -> dict:
+    """A lowering report in the shape farm.compile.lowering_report writes: ops as (name, op,
+    fallback reason or None); a falling-back op computes in float32."""
+    from farm.compile.lowering_report import summarize
+
+    report = {"family": family, "kernels": {"fused_conv2d": {"vpdpbusd": 4}}, "float_ops": {},
+              "ops": [{"name": name, "op": op, "inputs": ["uint8", "int8"], "out": "int32",
+                       "compute": "float32" if why else "int8", **({"fallback": why} if why else {})}
+                      for name, op, why in ops]}
+    report["summary"] = summarize(report)
+    return report

@@ -19,6 +19,7 @@ from tests.history_helpers import (
     compile_result,
     correctness,
     latency,
+    lowering,
     nightly,
     samples,
     write_run,
@@ -117,15 +118,12 @@ def test_pass_to_skipped_is_a_change_not_a_regression(db, capsys):
     assert "pass → skipped: host CPU lacks avx512_vnni" in capsys.readouterr().out
 
 
-LOWERING_BASE = {"summary": "3 of 3 ops int8", "ops": [
-    {"name": "conv1", "op": "conv2d", "dtype": "int8", "fallback": False},
-    {"name": "dense", "op": "matmul", "dtype": "int8", "fallback": False},
-    {"name": "pool", "op": "avg_pool2d", "dtype": "int8", "fallback": False}]}
+LOWERING_BASE = lowering([("conv1", "conv2d", None), ("dense", "matmul", None), ("conv2", "conv2d", None)])
+HEAD = lowering([("conv1", "conv2d", None), ("dense", "matmul", "two activation operands"), ("conv2", "conv2d", None)])
 
 
 def test_an_op_that_falls_back_from_int8_is_a_regression(db, capsys):
-    head = json.loads(json.dumps(LOWERING_BASE))
-    head["ops"][1].update(dtype="float32", fallback=True, reason="two activation operands")
+    head = HEAD
     write_run(db, "base", [compile_result("host", LOWERING_BASE), compile_result("arm", LOWERING_BASE)])
     write_run(db, "head", [compile_result("host", head), compile_result("arm", LOWERING_BASE)])
     assert farm(db, "compare", "base", "head") == 1
@@ -140,10 +138,8 @@ def test_an_op_that_falls_back_from_int8_is_a_regression(db, capsys):
 
 
 def test_runs_without_a_lowering_report_skip_that_comparison(db):
-    head = json.loads(json.dumps(LOWERING_BASE))
-    head["ops"][0]["fallback"] = True
     write_run(db, "base", [compile_result("host")])
-    write_run(db, "head", [compile_result("host", head)])
+    write_run(db, "head", [compile_result("host", HEAD)])
     assert _regressions(db, "base", "head") == []
 
 

@@ -119,7 +119,7 @@ def test_matrix_runs_each_device_in_its_own_worker_under_one_run(matrix_run):
     assert out["run"]["status"] == "done" and out["run"]["command"].endswith("--format json")
     rows = {(r["device"], r["check"]): r for r in out["results"]}
     devices = ("host", "x86-avx512-vnni")
-    assert set(rows) == {(d, c) for d in devices for c in ("compile", "correctness", "latency")}
+    assert set(rows) == {(d, c) for d in devices for c in ("compile", "correctness", "latency", "latency-fp32")}
     assert rows[("host", "latency")]["metrics"]["n"] == 12  # the matrix's repeat, not the suite's 20
     if vnni_runs:
         assert rows[("x86-avx512-vnni", "latency")]["status"] == "pass"

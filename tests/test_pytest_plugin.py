@@ -60,9 +60,9 @@ def test_smoke_on_two_devices_in_parallel_writes_junit(site, data_dir, tmp_path)
                       "--farm-device", "host", "--farm-device", "x86-avx512-vnni",
                       "--farm-data-dir", str(data_dir), "-n", "2", "--junitxml", str(xml), "-rs", "-v")
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
-    assert "2 workers [6 items]" in proc.stdout and "DeviceScheduling" in proc.stdout
+    assert "2 workers [8 items]" in proc.stdout and "DeviceScheduling" in proc.stdout
     cases = _cases(xml)
-    checks = ("compile", "correctness", "latency")
+    checks = ("compile", "correctness", "latency", "latency-fp32")
     assert set(cases) == {(f"farm.{d}.smoke", c) for d in ("host", "x86-avx512-vnni") for c in checks}
     workers = {d: {_props(cases[(f"farm.{d}.smoke", c)])["worker"] for c in checks}
                for d in ("host", "x86-avx512-vnni")}
@@ -84,7 +84,7 @@ def test_smoke_on_two_devices_in_parallel_writes_junit(site, data_dir, tmp_path)
     try:
         run = store.run(run_ids.pop())
         assert run["status"] == "done" and run["command"].startswith("pytest ")
-        assert len(store.results(run["id"])) == 6
+        assert len(store.results(run["id"])) == 2 * len(checks)
     finally:
         store.close()
 

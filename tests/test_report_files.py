@@ -3,7 +3,6 @@ rendered by a real headless chromium."""
 
 from __future__ import annotations
 
-import json
 import shutil
 import subprocess
 import xml.etree.ElementTree as ET
@@ -13,11 +12,9 @@ import pytest
 
 from farm.cli import main
 from farm.results.store import CheckResult
-from tests.history_helpers import compile_result, correctness, latency, samples, write_run
+from tests.history_helpers import compile_result, correctness, latency, lowering, samples, write_run
 
-LOWERING = {"summary": "2 of 2 convs int8", "ops": [
-    {"name": "conv1", "op": "conv2d", "dtype": "int8", "fallback": False},
-    {"name": "dense", "op": "matmul", "dtype": "int8", "fallback": False}]}
+LOWERING = lowering([("conv1", "conv2d", None), ("dense", "matmul", None)])
 
 
 @pytest.fixture
@@ -27,9 +24,7 @@ def history(tmp_path):
     rng = np.random.default_rng(1)
     for night in range(3):
         last = night == 2
-        low = json.loads(json.dumps(LOWERING))
-        if last:
-            low["ops"][1].update(dtype="float32", fallback=True, reason="<two activations>")
+        low = lowering([("conv1", "conv2d", None), ("dense", "matmul", "<two activations>" if last else None)])
         vnni = correctness("x86-avx512-vnni", "fail", 0.5, 7, "max diff 7 LSB > 1") if last else \
             correctness("x86-avx512-vnni")
         skipped = CheckResult("arm64-qemu", "smoke", "latency", "skipped", kind="unavailable",

@@ -90,7 +90,7 @@ def test_smoke_runs_on_the_board(mode, sshd, board, data_dir, tmp_path):
     got = results(data_dir)
     assert rc == 0, got
     assert {c: r["status"] for c, r in got.items()} == \
-        {"compile": "pass", "correctness": "pass", "latency": "pass"}
+        {"compile": "pass", "correctness": "pass", "latency": "pass", "latency-fp32": "pass"}
     assert got["correctness"]["transport"].startswith("ssh root@127.0.0.1")
     assert got["latency"]["metrics"]["median"] > 0
     assert_clean(board, sshd)

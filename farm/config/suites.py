@@ -9,6 +9,7 @@ from farm.config.schema import Node
 from farm.config.yamlsrc import load_yaml
 from farm.errors import ConfigError
 
+FP32_CHECK = "latency-fp32"  # the float32 baseline's latency check
 DTYPES = ["float32", "float16", "uint8", "int8", "int32", "int64"]
 
 
@@ -80,6 +81,12 @@ class Suite:
     timeouts: Timeouts = field(default_factory=Timeouts)
     fp32_baseline: bool = True  # also time the float32 network on the same device
     fp32_baseline_emulated: bool = False  # ... on emulated devices too (slow, emulator timing)
+
+    def checks(self) -> list[str]:
+        """The checks a run of this suite records on each device, in order."""
+        latency = self.latency.enabled
+        return ["compile", "correctness"] + (["latency"] if latency else []) + \
+            ([FP32_CHECK] if latency and self.fp32_baseline else [])
 
 
 def _model(node: Node, base: Path) -> ModelSpec:

@@ -176,7 +176,7 @@ def _lowering(b: dict | None, h: dict | None, add) -> None:
     old, new = fallbacks(b), fallbacks(h)
     for name, op in new.items():
         if name not in old:
-            why = f" ({op['reason']})" if op.get("reason") else ""
+            why = f" ({op['fallback']})" if isinstance(op["fallback"], str) else ""
             add("lowering", f"{name} ({op.get('op', '?')}) fell back from int8{why}", True)
     head_ops = {_op_key(op, i) for i, op in enumerate(h.get("ops") or []) if isinstance(op, dict)}
     for name in old:

@@ -16,6 +16,7 @@ import numpy as np
 from farm.report.compare import LATENCY_HEADERS, Change, Comparison, fallbacks, latency_rows
 from farm.report.history import series
 from farm.report.logs import log_tail
+from farm.report.lowering import summary_cell
 from farm.report.table import HEADERS, device_rows
 from farm.results.store import CheckResult, Store
 
@@ -154,11 +155,11 @@ def _lowering(results: list[CheckResult]) -> str:
             continue
         ops = [op for op in low.get("ops") or [] if isinstance(op, dict)]
         keys = sorted({k for op in ops for k in op}, key=lambda k: (k not in ("name", "op"), k))
-        rows = [[("<b class='bad'>yes</b>" if op.get(k) else "no") if k == "fallback"
+        rows = [[f"<b class='bad'>{escape(str(op[k]))}</b>" if k == "fallback" and op.get(k)
                  else escape(str(op.get(k, ""))) for k in keys] for op in ops]
         n_fb = len(fallbacks(low))
         parts.append(f"<h3>lowering on {escape(r.device)} ({n_fb} fallback{'s' * (n_fb != 1)})</h3>"
-                     f"<p>{escape(str(low.get('summary', '')))}</p>"
+                     f"<p>{escape(summary_cell(low.get('summary')))}</p>"
                      + _table(keys, rows, raw_cols=tuple(range(len(keys)))))
     return "".join(parts)
 

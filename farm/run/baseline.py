@@ -4,9 +4,10 @@ device, recorded as its own check with the int8/fp32 latency ratio."""
 from __future__ import annotations
 
 from farm.compile.build import Artifact
+from farm.config.suites import FP32_CHECK
 from farm.run.metrics import LatencyStats
 
-CHECK = "latency-fp32"
+CHECK = FP32_CHECK
 
 
 def time_fp32(session, art: Artifact, inputs: list, latency, int8_median: float | None) -> dict:

@@ -119,9 +119,7 @@ class DeviceRun:
         self.timeouts: Timeouts = prep.suite.timeouts.merged(device.timeouts)
         spec = prep.suite.latency
         self.latency = replace(spec, repeat=spec.emulated_repeat) if device.emulated else spec
-        latency = prep.suite.latency.enabled
-        self.checks = ["correctness"] + (["latency"] if latency else []) + \
-            ([baseline.CHECK] if latency and prep.suite.fp32_baseline else [])
+        self.checks = prep.suite.checks()[1:]  # compile is recorded on its own
         self.fp32: Artifact | None = None
         self.done: set[str] = set()
 
