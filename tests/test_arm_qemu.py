@@ -179,9 +179,9 @@ def test_server_that_dies_reports_its_log(sysroot, tmp_path):
 
 
 def test_registration_timeout_names_the_log_and_stops_the_server(sysroot, tmp_path, monkeypatch):
-    monkeypatch.setattr("farm.transports.qemu.REGISTER_TIMEOUT", 0.5)  # import alone takes seconds
+    monkeypatch.setattr("farm.transports.qemu.QemuTransport.register_timeout", 0.5)  # import alone takes seconds
     _start(_devices(tmp_path, {}), tmp_path / "farm", DeviceTimeout,
-           r"within 0 s \(emulated server log .*server-arm\.log")
+           r"within 0 s \(server log .*server-arm\.log")
 
 
 def test_sysroot_whose_python_cannot_run_is_a_device_error(tmp_path):

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from farm.compile.host import host_info
-from farm.transports.base import Availability, DeviceFailure
-from farm.transports.procs import Child, free_port, python_module
-from farm.transports.rpc import RPCTransport, free_servers, wait_registered
+from farm.transports.base import Availability
+from farm.transports.procs import python_module
+from farm.transports.rpc import LocalServerTransport, free_servers
 
 # LLVM target features that, when the target has them and this CPU does not, make code SIGILL.
 # Keys: LLVM spelling; values: /proc/cpuinfo spelling.
@@ -14,7 +14,6 @@ ISA_FEATURES = {"avx": "avx", "avx2": "avx2", "fma": "fma", "avx512f": "avx512f"
                 "avxvnni": "avx_vnni", "avx512bf16": "avx512_bf16", "avx512fp16": "avx512_fp16",
                 "amx-int8": "amx_int8", "neon": "neon", "dotprod": "dotprod", "i8mm": "i8mm",
                 "sve": "sve"}
-REGISTER_TIMEOUT = 60.0
 
 
 def needed_features(device) -> set[str]:
@@ -38,12 +37,8 @@ def missing_features(device) -> list[str]:
     return sorted(f for f in needed_features(device) if f not in host_info().features)
 
 
-class LocalTransport(RPCTransport):
+class LocalTransport(LocalServerTransport):
     kind = "local"
-
-    def __init__(self, device, ctx):
-        super().__init__(device, ctx)
-        self.server: Child | None = None
 
     def availability(self) -> Availability:
         if host_info().machine != "x86_64":
@@ -58,26 +53,4 @@ class LocalTransport(RPCTransport):
         if free_servers(addr, self.device.key) > 0:
             return  # a server of `farm up` is already serving this key
         host = self.device.transport.options["host"]
-        port = free_port(host)
-        self.server = Child(
-            f"rpc_server-{self.device.name}",
-            python_module("tvm.exec.rpc_server", "--tracker", f"{addr[0]}:{addr[1]}",
-                          "--key", self.device.key, "--host", host,
-                          "--port", str(port), "--port-end", str(port + 100)),
-            self.ctx.log_dir / f"server-{self.device.name}.log",
-            env={"TVM_NUM_THREADS": str(self.device.threads)},
-            detached=self.ctx.detached)
-        try:
-            wait_registered(addr, self.device.key, REGISTER_TIMEOUT, self.server.alive,
-                            self.server.tail)
-        except DeviceFailure:
-            self.stop()
-            raise
-
-    def pids(self) -> list[int]:
-        return [self.server.pid] if self.server else []
-
-    def stop(self) -> None:
-        if self.server is not None:
-            self.server.stop()
-            self.server = None
+        self.launch(python_module("tvm.exec.rpc_server", *self.server_args(host)), {})

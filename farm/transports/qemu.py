@@ -14,12 +14,10 @@ from pathlib import Path
 
 from farm.errors import FarmError
 from farm.provision import arm64
-from farm.transports.base import Availability, DeviceFailure, DeviceTimeout
-from farm.transports.procs import Child, free_port
-from farm.transports.rpc import RPCTransport, free_servers, wait_registered
+from farm.transports.base import Availability, DeviceFailure
+from farm.transports.rpc import LocalServerTransport, free_servers
 
 # Importing tvm under emulation takes ~8 s on an idle machine; a busy 2-core one can be far slower.
-REGISTER_TIMEOUT = 240.0
 PROBE_TIMEOUT = 60.0
 LAUNCHER = Path(__file__).with_name("qemu_rpc_server.py")
 
@@ -69,12 +67,9 @@ def emulated_features(sysroot: Path, cpu: str) -> set[str]:
     return {f for f, (at, bit) in HWCAPS.items() if auxv.get(at, 0) >> bit & 1}
 
 
-class QemuTransport(RPCTransport):
+class QemuTransport(LocalServerTransport):
     kind = "qemu"
-
-    def __init__(self, device, ctx):
-        super().__init__(device, ctx)
-        self.server: Child | None = None
+    register_timeout = 240.0  # importing TVM under emulation takes seconds, more on a busy host
 
     @property
     def cpu(self) -> str:
@@ -110,26 +105,8 @@ class QemuTransport(RPCTransport):
             raise DeviceFailure(f"qemu CPU model '{self.cpu}' lacks {', '.join(sorted(missing))}, "
                                 f"which the target of '{self.device.name}' uses: set transport "
                                 "cpu: max (or a model that has them) in devices.yaml")
-        host = "127.0.0.1"
-        port = free_port(host)
-        self.server = Child(
-            f"qemu-rpc_server-{self.device.name}",
-            arm64.emulated_python(sysroot, self.cpu, str(LAUNCHER), "--tracker",
-                                  f"{addr[0]}:{addr[1]}", "--key", self.device.key, "--host", host,
-                                  "--port", str(port), "--port-end", str(port + 100)),
-            self.server_log(),
-            env={**arm64.EMULATED_ENV, "TVM_NUM_THREADS": str(self.device.threads)},
-            detached=self.ctx.detached)
-        try:
-            wait_registered(addr, self.device.key, REGISTER_TIMEOUT, self.server.alive,
-                            self.server.tail)
-        except DeviceTimeout as e:
-            tail = self.server.tail()
-            self.stop()
-            raise DeviceTimeout(f"{e} (emulated server log {self.server_log()}: {tail})") from None
-        except DeviceFailure:
-            self.stop()
-            raise
+        self.launch(arm64.emulated_python(sysroot, self.cpu, str(LAUNCHER), *self.server_args("127.0.0.1")),
+                    arm64.EMULATED_ENV)
 
     def _provision(self) -> Path:
         sysroot = self.sysroot()
@@ -143,13 +120,3 @@ class QemuTransport(RPCTransport):
         except FarmError as e:
             raise DeviceFailure(e.format()) from None
 
-    def server_log(self) -> Path:
-        return self.ctx.log_dir / f"server-{self.device.name}.log"
-
-    def pids(self) -> list[int]:
-        return [self.server.pid] if self.server else []
-
-    def stop(self) -> None:
-        if self.server is not None:
-            self.server.stop()
-            self.server = None

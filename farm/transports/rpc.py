@@ -11,6 +11,7 @@ import numpy as np
 
 from farm.config.suites import LatencySpec
 from farm.transports.base import DeviceFailure, DeviceSession, DeviceTimeout, LoadedModel, Transport
+from farm.transports.procs import Child, free_port
 
 
 def tracker_summary(addr: tuple[str, int], timeout: float = 5.0) -> dict:
@@ -127,3 +128,47 @@ class RPCTransport(Transport):
 def _last_line(e: BaseException) -> str:
     lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
     return lines[-1] if lines else type(e).__name__
+
+
+class LocalServerTransport(RPCTransport):
+    """A device whose TVM rpc_server the farm runs as a child process on this machine (natively
+    or under an emulator), registered with the farm's tracker under the device's key."""
+
+    register_timeout: float = 60.0
+
+    def __init__(self, device, ctx):
+        super().__init__(device, ctx)
+        self.server: Child | None = None
+
+    def server_log(self) -> Path:
+        return self.ctx.log_dir / f"server-{self.device.name}.log"
+
+    def launch(self, argv: list[str], env: dict[str, str]) -> None:
+        """Start the server and wait until the tracker lists it; stop it again on failure."""
+        self.server = Child(f"rpc_server-{self.device.name}", argv, self.server_log(),
+                            env={**env, "TVM_NUM_THREADS": str(self.device.threads)},
+                            detached=self.ctx.detached)
+        try:
+            wait_registered(self.tracker_address(), self.device.key, self.register_timeout,
+                            self.server.alive, self.server.tail)
+        except DeviceTimeout as e:
+            tail = self.server.tail()
+            self.stop()
+            raise DeviceTimeout(f"{e} (server log {self.server_log()}: {tail})") from None
+        except DeviceFailure:
+            self.stop()
+            raise
+
+    def server_args(self, host: str) -> list[str]:
+        """Arguments of TVM's rpc_server that register it with the farm's tracker."""
+        addr, port = self.tracker_address(), free_port(host)
+        return ["--tracker", f"{addr[0]}:{addr[1]}", "--key", self.device.key, "--host", host,
+                "--port", str(port), "--port-end", str(port + 100)]
+
+    def pids(self) -> list[int]:
+        return [self.server.pid] if self.server else []
+
+    def stop(self) -> None:
+        if self.server is not None:
+            self.server.stop()
+            self.server = None
