@@ -52,6 +52,8 @@ def _parser() -> argparse.ArgumentParser:
     report = sub.add_parser("report", parents=[common], help="print the tables of a run")
     report.add_argument("run", nargs="?", help="run id or unique prefix (default: the latest)")
     report.add_argument("--format", choices=["table", "md", "json"], default="table")
+    report.add_argument("--lowering", action="store_true",
+                        help="also print each device's int8 lowering report (dtypes, instructions)")
     return p
 
 

@@ -12,7 +12,7 @@ from farm.cli import _default
 from farm.config.devices import Device, Registry, load_devices
 from farm.config.suites import ModelSpec, Suite, find_suite, load_suite
 from farm.errors import ConfigError, FarmError
-from farm.report.table import render
+from farm.report.table import render, render_lowering
 from farm.results.store import Store, default_db
 from farm.run.runner import RunOptions, run
 from farm.transports import make_transport
@@ -74,20 +74,21 @@ def cmd_run(args: argparse.Namespace, command: str) -> int:
     return 0 if outcome.ok else 1
 
 
-def _report(data_dir: Path, run_id: str | None, fmt: str) -> str:
+def _report(data_dir: Path, run_id: str | None, fmt: str, lowering: bool = False) -> str:
     store = Store(default_db(data_dir))
     try:
         run_row = store.run(run_id)
         if run_row is None:
             raise FarmError(f"no run '{run_id or 'latest'}' in {store.path}",
                             "run `farm run` first, or give an existing run id")
-        return render(run_row, store.results(run_row["id"]), fmt)
+        results = store.results(run_row["id"])
+        return render(run_row, results, fmt) + (render_lowering(results) if lowering else "")
     finally:
         store.close()
 
 
 def cmd_report(args: argparse.Namespace, command: str) -> int:
-    print(_report(args.data_dir, args.run, args.format))
+    print(_report(args.data_dir, args.run, args.format, args.lowering))
     return 0
 
 

@@ -1,5 +1,5 @@
-"""Shared fixtures: a per-session data dir (model + compile cache shared between tests) and
-helpers to write config files and run the CLI in-process."""
+"""Shared fixtures: a per-session data dir (model + compile cache shared between tests), helpers
+to write config files and run the CLI in-process, tiny models, the host device, compile-and-run."""
 
 from __future__ import annotations
 
@@ -7,8 +7,11 @@ import os
 import textwrap
 from pathlib import Path
 
+import numpy as np
 import psutil
 import pytest
+
+from farm.config.devices import load_devices
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -48,3 +51,26 @@ devices:
     transport: {kind: local}
     tags: [x86]
 """
+
+
+@pytest.fixture(scope="session")
+def registry():
+    return load_devices(REPO / "devices.yaml")
+
+
+@pytest.fixture(scope="session")
+def work(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("int8")
+
+
+def run_lib(lib: Path, feeds: list[dict[str, np.ndarray]]) -> list[list[np.ndarray]]:
+    """Run a compiled library on the host CPU (in-process VM)."""
+    import tvm
+    from tvm import relax
+
+    vm = relax.VirtualMachine(tvm.runtime.load_module(str(lib)), tvm.cpu())
+    outs = []
+    for feed in feeds:
+        out = vm["main"](*[tvm.runtime.tensor(v) for v in feed.values()])
+        outs.append([out.numpy()] if hasattr(out, "numpy") else [o.numpy() for o in out])
+    return outs

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from farm.compile.cache import Cache, cache_key
+from farm.compile.int8.qoperator import has_qoperators, qoperator_to_qdq
 from farm.compile.targets import export_fn, make_target, target_dict
 from farm.config.devices import Device
 from farm.errors import FarmError
@@ -38,6 +39,8 @@ def import_onnx(model_path: Path):
     from tvm.relax.frontend.onnx import from_onnx
 
     model = load_onnx(model_path)
+    if has_qoperators(model):  # QLinearConv & co: import their QDQ form, lowered like any QDQ model
+        model = qoperator_to_qdq(model)
     shapes = {i.name: list(i.shape) for i in model_inputs(model)}
     try:
         mod = from_onnx(model, shape_dict=shapes, keep_params_in_input=False)
@@ -47,12 +50,17 @@ def import_onnx(model_path: Path):
     return relax.transform.DecomposeOpsForInference()(mod)
 
 
-def _build(model_path: Path, device: Device, out: Path) -> None:
+def _build(model_path: Path, device: Device, out: Path) -> dict[str, Any]:
+    """Build into `out`; returns the lowering report (what the compute really uses)."""
     import tvm
     from tvm import relax
 
+    from farm.compile.int8.lower import lower_int8
+    from farm.compile.lowering_report import build_report, relax_dot_ops
+
     target = make_target(device)
-    mod = import_onnx(model_path)
+    mod, reasons = lower_int8(import_onnx(model_path))
+    ops = relax_dot_ops(mod, reasons)
     pipeline = tvm.transform.Sequential([relax.get_pipeline("zero"), relax.get_pipeline("default_build")])
     try:
         ex = tvm.compile(mod, target, relax_pipeline=pipeline)
@@ -63,6 +71,7 @@ def _build(model_path: Path, device: Device, out: Path) -> None:
     except Exception as e:
         raise CompileError(f"TVM failed to build {model_path.name} for '{device.name}': "
                            f"{_first_line(e)}", "see the log; report the model and target") from None
+    return build_report(ops, out / LIB_NAME, device.target.family)
 
 
 def compile_model(model_path: Path, device: Device, cache_root: Path) -> Artifact:
@@ -76,13 +85,13 @@ def compile_model(model_path: Path, device: Device, cache_root: Path) -> Artifac
         build_dir = cache.new_build_dir()
         start = time.perf_counter()
         try:
-            _build(model_path, device, build_dir)
+            lowering = _build(model_path, device, build_dir)
         except BaseException:
             shutil.rmtree(build_dir, ignore_errors=True)
             raise
         meta = cache.store(key, build_dir, {"target": target, "options": options,
                                             "compile_seconds": time.perf_counter() - start,
-                                            "model": model_path.name})
+                                            "model": model_path.name, "lowering": lowering})
         cached = False
     else:
         cached = True

@@ -77,6 +77,7 @@ class Suite:
     latency: LatencySpec = field(default_factory=LatencySpec)
     devices: tuple[str, ...] = ("all",)
     timeouts: Timeouts = field(default_factory=Timeouts)
+    fp32_baseline: bool = True  # also time the float32 network on the same device
 
 
 def _model(node: Node, base: Path) -> ModelSpec:
@@ -165,6 +166,7 @@ def load_suite(path: str | Path) -> Suite:
         latency=_latency(root.child("latency", "latency")),
         devices=tuple(root.str_list("devices", ["all"])) or ("all",),
         timeouts=Timeouts(**read_timeouts(root.child("timeouts", "timeouts"))),
+        fp32_baseline=root.get("fp32_baseline", bool, True),
     )
     root.done()
     return suite

@@ -99,3 +99,22 @@ def resnet50(seed: int = 0) -> onnx.ModelProto:
             cin = width * 4
     y = g.op("Flatten", [g.op("GlobalAveragePool", [y])])
     return g.model("resnet50", x, [1, 3, 224, 224], g.gemm(y, 2048, 1000), 1000)
+
+
+def tinymobilenet(seed: int = 0) -> onnx.ModelProto:
+    """A tiny MobileNet-v1-style net: conv, depthwise 3x3 + pointwise 1x1 blocks with ReLU6 (Clip),
+    average pool, flatten, dense. Input 1x3x32x32, 10 classes."""
+    g = _Graph(seed)
+    lo, hi = g.const("relu6_min", np.array(0.0)), g.const("relu6_max", np.array(6.0))
+
+    def relu6(y: str) -> str:
+        return g.op("Clip", [y, lo, hi])
+
+    y = relu6(g.conv("input", 3, 16, 3, stride=2, relu=False))
+    cin = 16
+    for cout, stride in [(32, 1), (64, 2)]:
+        y = relu6(g.conv(y, cin, cin, 3, stride=stride, relu=False, group=cin))
+        y = relu6(g.conv(y, cin, cout, 1, relu=False))
+        cin = cout
+    y = g.op("Flatten", [g.op("AveragePool", [y], kernel_shape=[8, 8])])
+    return g.model("tinymobilenet", "input", [1, 3, 32, 32], g.gemm(y, cin, 10), 10)

@@ -19,8 +19,9 @@ class _Reader(CalibrationDataReader):
 
 
 def quantize_qdq(model: onnx.ModelProto, out_path: Path, *, seed: int = 1234, samples: int = 8,
-                 per_channel: bool = False) -> None:
-    """uint8 activations, int8 weights (the x86 u8×s8 convention), QDQ format, MinMax calibration."""
+                 per_channel: bool = False, qoperator: bool = False) -> None:
+    """uint8 activations, int8 weights (the x86 u8×s8 convention), MinMax calibration; QDQ format,
+    or QOperator (QLinearConv & co) with `qoperator`."""
     inp = model.graph.input[0]
     shape = [d.dim_value or 1 for d in inp.type.tensor_type.shape.dim]
     rng = np.random.default_rng(seed)
@@ -29,6 +30,7 @@ def quantize_qdq(model: onnx.ModelProto, out_path: Path, *, seed: int = 1234, sa
         fp32 = Path(tmp) / "fp32.onnx"
         onnx.save(model, fp32)
         quantize_static(str(fp32), str(out_path), _Reader(inp.name, batches),
-                        quant_format=QuantFormat.QDQ, per_channel=per_channel,
+                        quant_format=QuantFormat.QOperator if qoperator else QuantFormat.QDQ,
+                        per_channel=per_channel,
                         activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
                         extra_options={"ActivationSymmetric": False, "WeightSymmetric": True})

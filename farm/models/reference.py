@@ -10,6 +10,7 @@ import onnx
 import onnx.numpy_helper
 import onnxruntime as ort
 
+from farm.compile.int8.qoperator import has_qoperators, qoperator_to_qdq
 from farm.config.suites import InputSpec
 from farm.errors import FarmError
 
@@ -63,7 +64,11 @@ def run_reference(path: Path, feeds: list[dict[str, np.ndarray]]) -> list[list[n
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     opts.log_severity_level = 3
     try:
-        sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+        source: str | bytes = str(path)
+        model = onnx.load(str(path))
+        if has_qoperators(model):  # ORT's QLinear kernels may saturate; their spec is the QDQ form
+            source = qoperator_to_qdq(model).SerializeToString()
+        sess = ort.InferenceSession(source, opts, providers=["CPUExecutionProvider"])
         return [sess.run(None, feed) for feed in feeds]
     except Exception as e:  # ORT raises its own exception types for bad graphs and feeds
         raise FarmError(f"ONNX Runtime cannot run {path}: {str(e).splitlines()[0]}",

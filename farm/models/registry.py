@@ -20,12 +20,16 @@ from farm.models import builders, quantize
 class Builtin:
     build: Callable[[], onnx.ModelProto]
     per_channel: bool = False
+    qoperator: bool = False  # QOperator format (QLinearConv, QGemm, ...) instead of QDQ
 
 
 BUILTINS: dict[str, Builtin] = {
     "qresnet50": Builtin(builders.resnet50),
     "tinyconv": Builtin(builders.tinyconv),
     "tinyconv-perchannel": Builtin(builders.tinyconv, per_channel=True),
+    "tinymobilenet": Builtin(builders.tinymobilenet, per_channel=True),
+    "tinyconv-qoperator": Builtin(builders.tinyconv, qoperator=True),
+    "tinymobilenet-qoperator": Builtin(builders.tinymobilenet, per_channel=True, qoperator=True),
 }
 
 
@@ -66,7 +70,7 @@ def build_builtin(name: str, cache_dir: Path) -> ModelFiles:
         model = spec.build()
         _atomic_save(model, fp32_path)
         tmp = int8_path.with_suffix(".partial.onnx")
-        quantize.quantize_qdq(model, tmp, per_channel=spec.per_channel)
+        quantize.quantize_qdq(model, tmp, per_channel=spec.per_channel, qoperator=spec.qoperator)
         os.replace(tmp, int8_path)
     return ModelFiles(name, int8_path, fp32_path if fp32_path.exists() else None)
 

@@ -7,10 +7,12 @@ from collections import defaultdict
 
 from tabulate import tabulate
 
+from farm.compile.lowering_report import render as render_report
+from farm.compile.lowering_report import summary_cell
 from farm.results.store import CheckResult, result_dict
 
-HEADERS = ["device", "target", "transport", "compile", "correctness", "max LSB", "exact", "top-1",
-           "median ms", "p90 ms", "CoV", "n", "notes"]
+HEADERS = ["device", "target", "transport", "compile", "int8", "correctness", "max LSB", "exact",
+           "top-1", "median ms", "p90 ms", "CoV", "n", "fp32 ms", "int8/fp32", "notes"]
 
 
 def _fmt(value, spec: str) -> str:
@@ -34,6 +36,7 @@ def device_rows(results: list[CheckResult]) -> dict[str, list[list[str]]]:
 def _row(device: str, checks: dict[str, CheckResult]) -> list[str]:
     any_r = next(iter(checks.values()))
     comp, corr, lat = checks.get("compile"), checks.get("correctness"), checks.get("latency")
+    fp32 = checks.get("latency-fp32")
     notes: list[str] = []
     if any_r.emulated:
         notes.append("emulated")
@@ -45,15 +48,17 @@ def _row(device: str, checks: dict[str, CheckResult]) -> list[str]:
         else:
             compile_cell = comp.status
     reasons = []
-    for r in (comp, corr, lat):
+    for r in (comp, corr, lat, fp32):
         if r and r.reason and r.reason not in reasons and r.reason != "not compiled":
             reasons.append(r.reason)
     notes.extend(reasons)
     cm = corr.metrics if corr else {}
     lm = lat.metrics if lat and lat.status == "pass" else {}
+    fm = fp32.metrics if fp32 and fp32.status == "pass" else {}
+    lowering = (comp.metrics.get("lowering") or {}) if comp else {}
     ms = 1e3
     return [
-        device, any_r.target, any_r.transport, compile_cell,
+        device, any_r.target, any_r.transport, compile_cell, summary_cell(lowering.get("summary")),
         corr.status if corr else "",
         _fmt(cm.get("max_lsb"), "g"),
         _fmt(cm.get("exact"), ".2%"),
@@ -62,6 +67,8 @@ def _row(device: str, checks: dict[str, CheckResult]) -> list[str]:
         _fmt(lm["p90"] * ms if lm else None, ".2f"),
         _fmt(lm.get("cov"), ".1%"),
         _fmt(lm.get("n"), "d"),
+        _fmt(fm["median"] * ms if fm else None, ".2f"),
+        _fmt(fm.get("int8_over_fp32"), ".2f"),
         "; ".join(notes),
     ]
 
@@ -76,3 +83,13 @@ def render(run: dict, results: list[CheckResult], fmt: str = "table") -> str:
         title = f"## suite {suite}" if fmt == "md" else f"suite {suite}"
         parts.append(f"\n{title}\n" + tabulate(rows, headers=HEADERS, tablefmt=tablefmt))
     return "\n".join(parts)
+
+
+def render_lowering(results: list[CheckResult]) -> str:
+    """The full int8 lowering report of every compiled (suite, device) of a run."""
+    parts = []
+    for r in results:
+        report = r.metrics.get("lowering") if r.check == "compile" else None
+        if report:
+            parts.append(f"\nlowering {r.suite} on {r.device}:\n" + render_report(report))
+    return "".join(parts) or "\n(no lowering reports in this run)"

@@ -21,6 +21,7 @@ from farm.errors import FarmError
 from farm.models.reference import make_inputs, model_inputs, output_steps, run_reference
 from farm.models.registry import ModelFiles, build_builtin, load_onnx
 from farm.results.store import CheckResult, Store, default_db, new_run_id
+from farm.run import baseline
 from farm.run.metrics import LatencyStats, compare, judge
 from farm.run.watchdog import bounded
 from farm.transports.base import DeviceFailure
@@ -105,6 +106,7 @@ class DeviceRun:
         self.timeouts: Timeouts = prep.suite.timeouts.merged(device.timeouts)
         self.checks = ["correctness"] + (["latency"] if prep.suite.latency.enabled else [])
         self.done: set[str] = set()
+        self.fp32: Artifact | None = None
 
     def result(self, check: str, status: str, **kw) -> CheckResult:
         d = self.device
@@ -162,7 +164,15 @@ class DeviceRun:
             return None
         self.result("compile", "pass", metrics={
             "compile_seconds": round(art.compile_seconds, 3), "cached": art.cached,
-            "artifact": art.key, "target": art.target})
+            "artifact": art.key, "target": art.target, "lowering": art.meta.get("lowering")})
+        if self.prep.suite.fp32_baseline and self.prep.suite.latency.enabled:
+            opts.progress(f"[{self.device.name}] compiling the fp32 baseline of {self.prep.model.name}")
+            fp32 = baseline.compile_fp32(self.prep.model, self.device, opts.data_dir)
+            if isinstance(fp32, FarmError):
+                self.result(baseline.CHECK, "error", kind="compile", reason=fp32.format())
+            else:
+                self.fp32 = fp32
+                self.checks.append(baseline.CHECK)
         return art
 
     def attempt(self, art: Artifact) -> None:
@@ -186,6 +196,11 @@ class DeviceRun:
                 stats = LatencyStats.of(samples)
                 self.result("latency", "pass", metrics={**stats.__dict__, "samples": samples,
                                                          "threads": self.device.threads})
+                if self.fp32 is not None and baseline.CHECK not in self.done:
+                    fp32, median = self.fp32, stats.median
+                    bounded("fp32 baseline", _remote(lambda: baseline.time_fp32(
+                        session, fp32, inputs[0], spec, median, self.result), "fp32 baseline"),
+                        t.measure, kill)
         finally:
             session.close()
 

@@ -1,0 +1,168 @@
+"""What a compiled int8 model really computes with, per device.
+
+Two sources: the Relax module after integer lowering (the operand dtypes of every conv2d / matmul,
+and why anything stayed float) and the disassembly of the exported library (which dot-product
+instruction families appear, per kernel symbol; TVM names fused kernels after their ops)."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from farm.compile.int8.lower import AVG_POOL_SUM
+
+DOT_OPS = {"relax.nn.conv2d": "conv2d", "relax.matmul": "dense"}
+
+# disassembler per target family; the command gets the library path appended
+DISASSEMBLERS: dict[str, list[str]] = {
+    "x86": ["objdump", "-d", "--no-show-raw-insn"],
+    "arm": ["aarch64-linux-gnu-objdump", "-d", "--no-show-raw-insn"],
+    "hexagon": ["llvm-objdump-14", "-d", "--no-show-raw-insn", "--triple=hexagon"],
+}
+
+# instruction family → mnemonic regex, most capable first; per target family
+FAMILIES: dict[str, list[tuple[str, str]]] = {
+    "x86": [("vpdpbusd", r"vpdpbusds?"), ("vpmaddubsw", r"vpmaddubsw"), ("vpmaddwd", r"vpmaddwd"),
+            ("vpmulld (widened to int32)", r"vpmulld"), ("float-fma", r"vfmadd\w+")],
+    "arm": [("smmla/ummla", r"(u|s|us)mmla"), ("sdot/udot", r"(s|u|us|su)dot"),
+            ("smull/smlal", r"(s|u)(mull|mlal)2?"), ("mla (widened to int32)", r"mla"),
+            ("float-fma", r"fmla")],
+    "hexagon": [("vrmpy", r"vrmpy\w*"), ("vmpy", r"vmpy\w*"), ("float-fma", r"sfmpy\w*")],
+}
+INT_FAMILIES = {"vpdpbusd", "vpmaddubsw", "vpmaddwd", "vpmulld (widened to int32)", "smmla/ummla",
+                "sdot/udot", "smull/smlal", "mla (widened to int32)", "vrmpy", "vmpy"}
+_WRAPPER = "__tvm_ffi_"  # packed-function wrappers around the kernels: no compute of their own
+
+
+def relax_dot_ops(mod, reasons: dict[str, str]) -> list[dict[str, Any]]:
+    """Every conv2d / matmul of the lowered module with the dtypes its compute uses."""
+    import tvm
+    from tvm import relax
+
+    ops: list[dict[str, Any]] = []
+    for _, func in mod.functions.items():
+        if not isinstance(func, relax.Function) or not isinstance(func.body, relax.SeqExpr):
+            continue
+        for block in func.body.blocks:
+            for b in block.bindings:
+                v = b.value
+                if not (isinstance(v, relax.Call) and isinstance(v.op, tvm.ir.Op)
+                        and v.op.name in DOT_OPS):
+                    continue
+                dtypes = [str(a.ty.dtype) for a in v.args[:2]]
+                compute = _compute_class(dtypes)
+                kind = "avg_pool2d" if b.var.name.startswith(AVG_POOL_SUM) else DOT_OPS[v.op.name]
+                entry = {"name": b.var.name, "op": kind, "inputs": dtypes,
+                         "out": str(b.var.ty.dtype), "compute": compute}
+                if compute != "int8":
+                    entry["fallback"] = _reason(compute, reasons)
+                ops.append(entry)
+    return ops
+
+
+def _compute_class(dtypes: list[str]) -> str:
+    if all(d in ("int8", "uint8") for d in dtypes):
+        return "int8"
+    if all(d.startswith(("int", "uint")) for d in dtypes):
+        return "int16" if max(int(re.sub(r"\D", "", d)) for d in dtypes) <= 16 else "int32"
+    return "float32" if "float32" in dtypes else dtypes[0]
+
+
+def _reason(compute: str, reasons: dict[str, str]) -> str:
+    if compute == "int16":
+        return "int16 operands: weight zero point ≠ 0, non-int8 weights or two activation operands"
+    why = sorted(set(reasons.values()) - {"quantizes a float value from outside the quantized graph"})
+    return "left in float" + (f" ({'; '.join(why)})" if why else ": not between dequantize and quantize")
+
+
+def disassemble(lib: Path, family: str) -> dict[str, Counter]:
+    """Instruction families per function symbol of a library (.so/.o) or an assembly text file."""
+    if lib.suffix in (".s", ".asm"):
+        return _count(lib.read_text(errors="replace"), family, r"^([A-Za-z_.$][\w.$]*):")
+    cmd = DISASSEMBLERS.get(family)
+    if cmd is None:
+        raise LookupError(f"no disassembler for target family '{family}'")
+    if shutil.which(cmd[0]) is None:
+        raise LookupError(f"disassembler {cmd[0]} is not installed")
+    text = subprocess.run([*cmd, str(lib)], capture_output=True, text=True, check=True).stdout
+    return _count(text, family, r"^[0-9a-f]+ <([^>]+)>:")
+
+
+def _count(text: str, family: str, header: str) -> dict[str, Counter]:
+    pats = [(name, re.compile(rf"\b{rx}\b")) for name, rx in FAMILIES[family]]
+    head = re.compile(header)
+    out: dict[str, Counter] = {}
+    current = None
+    for line in text.splitlines():
+        m = head.match(line)
+        if m:
+            current = m.group(1)
+            out.setdefault(current, Counter())
+            continue
+        if current is None or not line.strip():
+            continue
+        for name, rx in pats:
+            if rx.search(line):
+                out.setdefault(current, Counter())[name] += 1
+    return out
+
+
+def build_report(ops: list[dict[str, Any]], lib: Path, family: str) -> dict[str, Any]:
+    """The stored lowering report: ops with dtypes, kernels with instruction families."""
+    report: dict[str, Any] = {"family": family, "ops": ops, "kernels": {}}
+    try:
+        per_symbol = disassemble(lib, family)
+    except (LookupError, OSError, subprocess.CalledProcessError) as e:
+        report["disassembly_error"] = str(e)
+        per_symbol = {}
+    for sym, counts in per_symbol.items():
+        if any(k in sym for k in ("conv2d", "matmul", "dense")) and not sym.startswith(_WRAPPER):
+            report["kernels"][sym] = dict(counts)
+    report["summary"] = summarize(report)
+    return report
+
+
+def summarize(report: dict[str, Any]) -> dict[str, Any]:
+    ops = [o for o in report["ops"] if o["op"] in DOT_OPS.values()]
+    integer = [o for o in ops if o["compute"] == "int8"]
+    found: Counter = Counter()
+    for counts in report["kernels"].values():
+        found.update(counts)
+    return {"ops": len(ops), "int8_ops": len(integer),
+            "fallbacks": [f"{o['name']} ({o['op']}, {o['compute']}): {o['fallback']}"
+                          for o in ops if "fallback" in o],
+            "instructions": [f for f in (n for n, _ in FAMILIES.get(report["family"], []))
+                             if f in found and f in INT_FAMILIES],
+            "dot_kernels": len(report["kernels"])}
+
+
+def summary_cell(summary: dict[str, Any] | None) -> str:
+    """Short table cell, e.g. '53/53 ops int8, vpmaddwd' (empty for models without dot ops)."""
+    if not summary or not summary.get("ops"):
+        return ""
+    instr = ", ".join(summary["instructions"]) or "scalar/no int dot instr."
+    return f"{summary['int8_ops']}/{summary['ops']} ops int8, {instr}"
+
+
+def render(report: dict[str, Any]) -> str:
+    """The full report as text, for `farm report --lowering`."""
+    lines = [f"family {report['family']}: {summary_cell(report['summary'])}"]
+    if report.get("disassembly_error"):
+        lines.append(f"  disassembly unavailable: {report['disassembly_error']}")
+    for o in report["ops"]:
+        tail = f"  FALLBACK: {o['fallback']}" if "fallback" in o else ""
+        lines.append(f"  {o['op']:7} {o['name']:12} {' x '.join(o['inputs'])} -> {o['out']}"
+                     f"  [{o['compute']}]{tail}")
+    for sym, counts in sorted(report["kernels"].items()):
+        desc = ", ".join(f"{k} x{v}" for k, v in sorted(counts.items())) or "no dot-product instructions"
+        lines.append(f"  kernel {_short(sym)}: {desc}")
+    return "\n".join(lines)
+
+
+def _short(symbol: str, width: int = 56) -> str:
+    name = symbol.removesuffix("_compute_")
+    return name if len(name) <= width else name[:width] + "…"

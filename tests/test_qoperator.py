@@ -1,0 +1,77 @@
+"""QOperator → QDQ rewrite: every QLinear op becomes DQ → float op → Q with the same semantics
+(checked by ONNX Runtime on both graphs); bad QOperator models give one-line errors."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from farm.compile.int8.qoperator import has_qoperators, qoperator_to_qdq
+from farm.errors import FarmError
+from farm.models.registry import build_builtin
+
+
+def _ort(model: onnx.ModelProto, x: np.ndarray) -> np.ndarray:
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    sess = ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+    return sess.run(None, {"input": x})[0]
+
+
+@pytest.mark.parametrize("name", ["tinyconv-qoperator", "tinymobilenet-qoperator"])
+def test_rewrite_keeps_semantics(name, work):
+    model = onnx.load(str(build_builtin(name, work / "models").path))
+    assert has_qoperators(model)
+    qdq = qoperator_to_qdq(model)
+    onnx.checker.check_model(qdq)
+    assert not has_qoperators(qdq)
+    xs = np.random.default_rng(1).uniform(-1, 1, (4, 1, 3, 32, 32)).astype(np.float32)
+    got = np.stack([_ort(qdq, x) for x in xs])
+    want = np.stack([_ort(model, x) for x in xs])
+    step = float(numpy_helper.to_array(next(i for i in qdq.graph.initializer
+                                            if i.name == qdq.graph.node[-1].input[1])))
+    # ORT's own QLinear kernels may differ by a level (see the facts file); never more
+    assert np.abs(np.rint((got - want) / step)).max() <= 1
+
+
+def _qlinear_matmul(b_scale_name: str = "bs") -> onnx.ModelProto:
+    inits = [numpy_helper.from_array(np.float32(v), n) for n, v in
+             [("as", 0.02), ("bs", 0.01), ("ys", 0.05)]]
+    inits += [numpy_helper.from_array(np.uint8(128), "az"), numpy_helper.from_array(np.int8(0), "bz"),
+              numpy_helper.from_array(np.uint8(128), "yz"),
+              numpy_helper.from_array(np.arange(-12, 12, dtype=np.int8).reshape(4, 6), "b")]
+    nodes = [helper.make_node("QuantizeLinear", ["input", "as", "az"], ["xq"]),
+             helper.make_node("QLinearMatMul", ["xq", "as", "az", "b", b_scale_name, "bz", "ys", "yz"],
+                              ["yq"], name="mm"),
+             helper.make_node("DequantizeLinear", ["yq", "ys", "yz"], ["y"])]
+    inputs = [helper.make_tensor_value_info("input", TensorProto.FLOAT, [2, 4])]
+    if b_scale_name != "bs":
+        inputs.append(helper.make_tensor_value_info(b_scale_name, TensorProto.FLOAT, []))
+    g = helper.make_graph(nodes, "mm", inputs,
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 6])], inits)
+    return helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def test_qlinear_matmul():
+    model = _qlinear_matmul()
+    qdq = qoperator_to_qdq(model)
+    assert [n.op_type for n in qdq.graph.node].count("MatMul") == 1
+    x = np.random.default_rng(2).uniform(-2, 2, (2, 4)).astype(np.float32)
+    np.testing.assert_array_equal(_ort(qdq, x), _ort(model, x))
+
+
+def test_non_constant_scale_is_a_clear_error():
+    with pytest.raises(FarmError, match="non-constant scale 'dyn'"):
+        qoperator_to_qdq(_qlinear_matmul("dyn"))
+
+
+def test_channels_last_pool_is_rejected():
+    node = helper.make_node("QLinearGlobalAveragePool", ["x", "s", "z", "s", "z"], ["y"],
+                            domain="com.microsoft", channels_last=1, name="gap")
+    g = helper.make_graph([node], "g", [], [])
+    model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    with pytest.raises(FarmError, match="channels_last"):
+        qoperator_to_qdq(model)
