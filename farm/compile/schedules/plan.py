@@ -1,0 +1,70 @@
+"""Which template and tile sizes each conv gets on a target: defaults from the target's
+instruction set, overridden by tuned records (tuned/<target-name>/<model>.json, see tune.py)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+from farm.compile.schedules.conv import ConvShape
+from farm.compile.schedules.intrin import VNNI_16x4
+
+
+@dataclass(frozen=True)
+class Choice:
+    layout: str  # "oc" (generic) or "oc4i" (dot product)
+    vo: int
+    px: int
+    intrin: str = ""
+
+    def describe(self) -> str:
+        return f"{self.layout} vo={self.vo} px={self.px}" + (f" {self.intrin}" if self.intrin else "")
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class TargetFeatures:
+    family: str  # x86, arm, other
+    vector_bits: int
+    vnni: bool  # AVX512-VNNI (vpdpbusd on zmm)
+    cores: int
+
+
+def target_features(target) -> TargetFeatures:
+    """What the TVM target (not the host) offers, as LLVM sees it for its mcpu/mattr."""
+    from tvm.target import codegen
+
+    triple = str(target.attrs.get("mtriple", "") or codegen.llvm_get_system_triple())
+    family = "x86" if triple.startswith(("x86_64", "i686")) else \
+        "arm" if triple.startswith("aarch64") else "other"
+    bits = int(codegen.llvm_get_vector_width(target)) if family != "other" else 128
+    vnni = family == "x86" and bool(codegen.target_has_features("avx512vnni", target))
+    cores = int(target.attrs.get("num-cores", 1) or 1)
+    return TargetFeatures(family, bits, vnni, cores)
+
+
+def _divisor_at_most(n: int, cap: int) -> int:
+    return max(d for d in range(1, min(n, cap) + 1) if n % d == 0)
+
+
+@dataclass
+class Plan:
+    features: TargetFeatures
+    tuned: dict[str, Choice] = field(default_factory=dict)  # ConvShape.key() → choice
+
+    def default(self, s: ConvShape) -> Choice | None:
+        if self.features.family == "other":  # e.g. Hexagon: no CPU template; LLVM's own lowering
+            return None
+        if self.features.vnni and s.dtype == "uint8" and s.wdtype == "int8" and s.out_dtype == "int32" \
+                and s.oc % 16 == 0:
+            return Choice("oc4i", 16, _divisor_at_most(s.ow, 8), VNNI_16x4)
+        lanes = max(self.features.vector_bits // 32, 4)
+        while lanes >= 4 and s.oc % lanes:
+            lanes //= 2
+        if lanes < 4:
+            return None
+        return Choice("oc", lanes, _divisor_at_most(s.ow, 8))
+
+    def choose(self, s: ConvShape) -> Choice | None:
+        return self.tuned.get(s.key()) or self.default(s)
