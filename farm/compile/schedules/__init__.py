@@ -29,7 +29,7 @@ def pack_convs(mod, plan: Plan):
     from tvm import relax
 
     from farm.compile.schedules.conv import Packing, conv_shape, conv_te, pack_weight
-    from farm.compile.schedules.cpu import ATTR_INTRIN, ATTR_LAYOUT, ATTR_PX, ATTR_VO
+    from farm.compile.schedules.cpu import ATTR_INTRIN, ATTR_LANES, ATTR_LAYOUT, ATTR_PX, ATTR_VO
 
     conv_op = relax.op.nn.conv2d(relax.Var("x", relax.TensorType([1, 1, 1, 1], "float32")),
                                  relax.Var("w", relax.TensorType([1, 1, 1, 1], "float32"))).op
@@ -51,7 +51,7 @@ def pack_convs(mod, plan: Plan):
                 return call
             p = Packing(choice.layout, choice.vo)
             w = pack_weight(call.args[1].value.numpy(), p)
-            attrs = {ATTR_LAYOUT: p.layout, ATTR_VO: p.vo, ATTR_PX: choice.px}
+            attrs = {ATTR_LAYOUT: p.layout, ATTR_VO: p.vo, ATTR_PX: choice.px, ATTR_LANES: choice.lanes}
             if choice.intrin:
                 attrs[ATTR_INTRIN] = choice.intrin
             a = call.attrs

@@ -5,8 +5,8 @@ Both: output tile of `px` pixels along a row × `vo` output channels accumulated
 laid out [.., px, vo] (registers after unrolling), reduction loops (ic, kh, kw) outside the tile,
 the epilogue (bias, requantize / relu) computed per tile from that buffer, the outer
 (n, oc-tile, row) loops fused and run in parallel on the target's cores.
-- generic: the innermost loop over `vo` output channels is vectorized (fp32 FMA, or int32 multiply
-  after widening for integers).
+- generic: the innermost loop over output channels is a vector multiply-add micro-kernel (fp32
+  FMA, or int32 multiply after widening for integers), `vo / lanes` of them per input value.
 - dot product (u8×i8→i32, weights [O/vo, I/4, KH, KW, vo, 4]): the (vo, 4) inner loops are
   tensorized with a dot-product micro-kernel (vpdpbusd on AVX512-VNNI).
 """
@@ -19,6 +19,7 @@ ATTR_LAYOUT = "farm.layout"
 ATTR_VO = "farm.vo"
 ATTR_PX = "farm.px"
 ATTR_INTRIN = "farm.intrin"
+ATTR_LANES = "farm.lanes"  # output channels per micro-kernel call (one vector register)
 
 
 def _inline_epilogue(sch, conv, keep: set[str]):
@@ -65,7 +66,12 @@ def schedule_conv(sch, target_cores: int) -> str:
         sch.parallel(outer)
     init = sch.decompose_reduction(conv, red[0])
     sch.vectorize(sch.get_loops(init)[-1])
-    sch.tensorize(oi, intrin or _generic_intrin(sch, conv, vo))
+    lanes = int(ann[ATTR_LANES])
+    intrin = intrin or _generic_intrin(sch, conv, lanes)
+    if vo > lanes:  # several vectors of output channels per input value: fewer broadcasts
+        oio, oi = sch.split(oi, [None, lanes])
+        sch.unroll(oio)
+    sch.tensorize(oi, intrin)
     sch.unroll(xi)
     _schedule_data(sch, target_cores)
     return f"{layout} vo={vo} px={px}" + (f" {intrin}" if intrin else "")

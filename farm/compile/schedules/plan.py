@@ -12,12 +12,14 @@ from farm.compile.schedules.intrin import VNNI_16x4
 @dataclass(frozen=True)
 class Choice:
     layout: str  # "oc" (generic) or "oc4i" (dot product)
-    vo: int
-    px: int
+    vo: int  # output channels per tile (a multiple of lanes)
+    px: int  # pixels per tile (along a row)
+    lanes: int  # output channels per micro-kernel call
     intrin: str = ""
 
     def describe(self) -> str:
-        return f"{self.layout} vo={self.vo} px={self.px}" + (f" {self.intrin}" if self.intrin else "")
+        return f"{self.layout} vo={self.vo} px={self.px} lanes={self.lanes}" + \
+            (f" {self.intrin}" if self.intrin else "")
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -58,13 +60,15 @@ class Plan:
             return None
         if self.features.vnni and s.dtype == "uint8" and s.wdtype == "int8" and s.out_dtype == "int32" \
                 and s.oc % 16 == 0:
-            return Choice("oc4i", 16, _divisor_at_most(s.ow, 8), VNNI_16x4)
-        lanes = max(self.features.vector_bits // 32, 4)
+            vo = 32 if s.oc % 32 == 0 else 16
+            return Choice("oc4i", vo, _divisor_at_most(s.ow, 6), 16, VNNI_16x4)
+        lanes = max(self.features.vector_bits // 32, 4)  # fp32 or int32 accumulators
         while lanes >= 4 and s.oc % lanes:
             lanes //= 2
         if lanes < 4:
             return None
-        return Choice("oc", lanes, _divisor_at_most(s.ow, 8))
+        vo = lanes * 2 if s.oc % (lanes * 2) == 0 else lanes
+        return Choice("oc", vo, _divisor_at_most(s.ow, 6), lanes)
 
     def choose(self, s: ConvShape) -> Choice | None:
         return self.tuned.get(s.key()) or self.default(s)
