@@ -81,8 +81,8 @@ def _generic_intrin(sch, conv, vo: int) -> str:
     from farm.compile.schedules.intrin import vector_mac
 
     reads = sch.get(conv).reads
-    return vector_mac(vo, str(reads[1].buffer.dtype), str(reads[2].buffer.dtype),
-                      str(reads[0].buffer.dtype))
+    return vector_mac(vo, str(reads[1].source.dtype), str(reads[2].source.dtype),
+                      str(reads[0].source.dtype))
 
 
 def _schedule_data(sch, cores: int) -> None:

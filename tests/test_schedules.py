@@ -1,0 +1,143 @@
+"""Every conv kernel template (generic fp32, generic int8, AVX512-VNNI tensorized) against numpy:
+bit exact for integers; the schedule report; tuned records."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+
+import numpy as np
+import pytest
+
+from farm.compile.host import host_info
+from farm.compile.schedules import Choice, Plan, target_features
+from farm.compile.schedules.kernel import build, conv_module, reference_conv
+from farm.compile.schedules.records import load_choices, record_path, save_choices
+from farm.errors import FarmError
+
+HAS_VNNI = "avx512_vnni" in host_info().features
+# (in channels, out channels, size, kernel, stride, padding): odd channel counts, strides, padding
+CASES = [(3, 32, 17, 3, 2, 1), (16, 16, 14, 1, 1, 0), (20, 64, 9, 3, 1, 1)]
+
+
+def _target(mcpu: str, cores: int = 1):
+    import tvm
+
+    return tvm.target.Target({"kind": "llvm", "mcpu": mcpu, "num-cores": cores})
+
+
+def _run(ex, x: np.ndarray) -> np.ndarray:
+    import tvm
+    from tvm import relax
+
+    return relax.VirtualMachine(ex, tvm.cpu())["main"](tvm.runtime.tensor(x)).numpy()
+
+
+def _check(mcpu: str, dtype: str, case, cores: int = 1, expect: str = "") -> list[str]:
+    ic, oc, size, k, stride, pad = case
+    rng = np.random.default_rng(ic * 1000 + oc)
+    if dtype == "int8":  # full-range weights: a saturating kernel would fail here
+        x = rng.integers(0, 256, (1, ic, size, size), dtype=np.uint8)
+        w = rng.integers(-128, 128, (oc, ic, k, k), dtype=np.int8)
+        out = "int32"
+    else:
+        x = rng.standard_normal((1, ic, size, size)).astype(np.float32)
+        w = rng.standard_normal((oc, ic, k, k)).astype(np.float32)
+        out = "float32"
+    target = _target(mcpu, cores)
+    mod = conv_module(list(x.shape), str(x.dtype), w, stride, pad, out)
+    ex, report = build(mod, target, target_features(target), None)
+    got, want = _run(ex, x), reference_conv(x, w, stride, pad)
+    if dtype == "int8":
+        np.testing.assert_array_equal(got, want)
+    else:
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-3)
+    assert any(expect in line for line in report), report
+    return report
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_generic_fp32_conv(case):
+    _check("haswell", "float32", case, expect="oc vo=")
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_generic_int8_conv_avx2_target_is_exact(case):
+    _check("haswell", "int8", case, expect="oc vo=")
+
+
+@pytest.mark.skipif(not HAS_VNNI, reason="host has no AVX512-VNNI")
+@pytest.mark.parametrize("case", CASES)
+def test_vnni_conv_is_exact(case):
+    _check("znver4" if "AMD" in host_info().cpu_model else "cascadelake", "int8", case,
+           expect="farm_dot_16x4_vnni")
+
+
+@pytest.mark.skipif(not HAS_VNNI, reason="host has no AVX512-VNNI")
+def test_vnni_parallel_and_disassembly(tmp_path):
+    """Two cores (parallel outer loop) stays exact, and the library really uses vpdpbusd."""
+    import tvm
+
+    case = CASES[2]
+    _check("znver4", "int8", case, cores=2, expect="farm_dot_16x4_vnni")
+    if shutil.which("objdump") is None:
+        pytest.skip("objdump not installed")
+    ic, oc, size, k, stride, pad = case
+    w = np.ones((oc, ic, k, k), np.int8)
+    target = _target("znver4")
+    ex, _ = build(conv_module([1, ic, size, size], "uint8", w, stride, pad, "int32"), target,
+                  target_features(target), None)
+    ex.export_library(str(tmp_path / "k.so"))
+    asm = subprocess.run(["objdump", "-d", str(tmp_path / "k.so")], capture_output=True, text=True).stdout
+    assert "vpdpbusd" in asm
+    assert tvm  # imported for the target above
+
+
+def test_chosen_tiles_are_used_and_unknown_kernels_reported():
+    """A tuned choice reaches the kernel; a grouped conv is left alone and says so."""
+    import tvm
+    from tvm import relax
+
+    target = _target("haswell")
+    feats = target_features(target)
+    ic, oc, size = 8, 16, 10
+    choice = Choice("oc", 16, 5, 8)
+    x = np.random.default_rng(1).standard_normal((1, ic, size, size)).astype(np.float32)
+    w = np.random.default_rng(2).standard_normal((oc, ic, 3, 3)).astype(np.float32)
+    ex, report = build(conv_module([1, ic, size, size], "float32", w, 1, 1, "float32"), target, feats, choice)
+    assert any("oc vo=16 px=5 lanes=8" in r for r in report), report
+    np.testing.assert_allclose(_run(ex, x), reference_conv(x, w, 1, 1), rtol=1e-4, atol=1e-3)
+
+    bb = relax.BlockBuilder()
+    xv = relax.Var("x", relax.TensorType([1, ic, size, size], "float32"))
+    with bb.function("main", [xv]):
+        with bb.dataflow():
+            y = bb.emit_output(relax.op.nn.conv2d(xv, relax.const(w[:, :4]), groups=2))
+        bb.emit_func_output(y)
+    _, report = build(bb.get(), target, feats, None)
+    assert any("skipped: grouped conv" in r for r in report), report
+    assert tvm
+
+
+def test_hexagon_gets_no_cpu_template():
+    import tvm
+
+    feats = target_features(tvm.target.Target({"tag": "qcom/hexagon-v68"}))
+    from farm.compile.schedules.conv import ConvShape
+
+    shape = ConvShape(1, 16, 8, 8, 16, 3, 3, 6, 6, (1, 1), "uint8", "int8", "int32")
+    assert Plan(feats).choose(shape) is None
+
+
+def test_tuned_records_roundtrip_and_corrupt_file(tmp_path):
+    target = {"kind": "llvm", "mcpu": "znver4", "num-cores": 1}
+    path = record_path(target, "m", root=tmp_path)
+    assert load_choices(path) == {}
+    c = Choice("oc4i", 32, 7, 16, "farm_dot_16x4_vnni")
+    save_choices(path, {"k1": {"choice": c.to_json(), "ms": 1.5}})
+    assert load_choices(path) == {"k1": c}
+    assert json.loads(path.read_text())["kernels"]["k1"]["ms"] == 1.5
+    path.write_text("{not json")
+    with pytest.raises(FarmError, match="unreadable"):
+        load_choices(path)
