@@ -141,3 +141,34 @@ def test_tuned_records_roundtrip_and_corrupt_file(tmp_path):
     path.write_text("{not json")
     with pytest.raises(FarmError, match="unreadable"):
         load_choices(path)
+
+
+def test_candidates_start_with_the_default_and_fit_the_shape():
+    from farm.compile.schedules.conv import ConvShape
+    from farm.compile.schedules.tune import candidates
+
+    feats = target_features(_target("haswell"))
+    shape = ConvShape(1, 64, 14, 14, 48, 3, 3, 14, 14, (1, 1), "float32", "float32", "float32")
+    cands = candidates(Plan(feats), shape)
+    assert cands[0] == Plan(feats).default(shape)
+    assert len(set(cands)) == len(cands) > 3
+    assert all(shape.oc % c.vo == 0 and shape.ow % c.px == 0 and c.vo % c.lanes == 0 for c in cands)
+
+
+def test_tune_measures_on_the_device_and_resumes(tmp_path, registry):
+    """Through the farm's tracker and RPC server: a second tune continues with new candidates."""
+    from farm.compile.schedules.tune import tune
+    from farm.models.registry import build_builtin
+
+    model = build_builtin("tinyconv", tmp_path / "models").path
+    device = registry.get("host")
+    lines: list[str] = []
+    path = tune(model, device, 2, tmp_path, lines.append, root=tmp_path / "tuned")
+    first = json.loads(path.read_text())["kernels"]
+    assert sum(len(k["tried"]) for k in first.values()) == 2
+    tune(model, device, 2, tmp_path, lines.append, root=tmp_path / "tuned")
+    second = json.loads(path.read_text())["kernels"]
+    assert sum(len(k["tried"]) for k in second.values()) == 4
+    best = load_choices(path)
+    assert best and all(isinstance(c, Choice) for c in best.values())
+    assert any("ms" in line for line in lines)

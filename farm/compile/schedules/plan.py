@@ -40,7 +40,10 @@ def target_features(target) -> TargetFeatures:
     triple = str(target.attrs.get("mtriple", "") or codegen.llvm_get_system_triple())
     family = "x86" if triple.startswith(("x86_64", "i686")) else \
         "arm" if triple.startswith("aarch64") else "other"
-    bits = int(codegen.llvm_get_vector_width(target)) if family != "other" else 128
+    bits = 128  # NEON, SSE
+    if family == "x86":  # (llvm_get_vector_width answers for the host, not the target)
+        bits = 512 if codegen.target_has_features("avx512f", target) else \
+            256 if codegen.target_has_features("avx2", target) else 128
     vnni = family == "x86" and bool(codegen.target_has_features("avx512vnni", target))
     cores = int(target.attrs.get("num-cores", 1) or 1)
     return TargetFeatures(family, bits, vnni, cores)
