@@ -7,6 +7,8 @@ kernel that needs 4 input channels together packs its input in a first block of 
 Layouts (`Packing`):
 - "oc":   weight [O/vo, I, KH, KW, vo]                    (generic: vectorize over output channels)
 - "oc4i": weight [O/vo, ⌈I/4⌉, KH, KW, vo, 4], data [N, ⌈I/4⌉, H, W, 4]  (u8×i8 dot products)
+- "oc2i": the same with pairs of input channels, data and weights widened to int16 (exact
+  int16 pair dot products, e.g. AVX2 vpmaddwd)
 The rewrite leaves the epilogue (bias, requantize) to FuseOps, which fuses it after the conv.
 """
 
@@ -60,10 +62,16 @@ def pack_weight(w: np.ndarray, p: Packing) -> np.ndarray:
         raise ValueError(f"{o} output channels are not a multiple of {p.vo}")
     if p.layout == "oc":
         return np.ascontiguousarray(w.reshape(o // p.vo, p.vo, i, kh, kw).transpose(0, 2, 3, 4, 1))
-    i4 = -(-i // 4)
-    wp = np.zeros((o, i4 * 4, kh, kw), dtype=w.dtype)
+    k = group_of(p.layout)
+    ik = -(-i // k)
+    wp = np.zeros((o, ik * k, kh, kw), dtype=np.int16 if k == 2 else w.dtype)
     wp[:, :i] = w
-    return np.ascontiguousarray(wp.reshape(o // p.vo, p.vo, i4, 4, kh, kw).transpose(0, 2, 4, 5, 1, 3))
+    return np.ascontiguousarray(wp.reshape(o // p.vo, p.vo, ik, k, kh, kw).transpose(0, 2, 4, 5, 1, 3))
+
+
+def group_of(layout: str) -> int:
+    """Input channels per dot product of a packed layout ("oc4i" → 4)."""
+    return int(layout[2:-1])
 
 
 def conv_te(data, weight, shape: ConvShape, p: Packing, padding: tuple[int, int, int, int],
@@ -95,14 +103,17 @@ def conv_te(data, weight, shape: ConvShape, p: Packing, padding: tuple[int, int,
                 * weight[o // p.vo, rc, ry, rx, o % p.vo].astype(shape.out_dtype),
                 axis=[rc, ry, rx]),
             name=CONV_BLOCK, attrs=attrs)
-    i4 = -(-ic // 4)
-    packed = te.compute((n, i4, hp, wp, 4), lambda b, c, y, x, ci: tirx.if_then_else(
-        tirx.all(inside(y, x), c * 4 + ci < ic),
-        data[b, tirx.min(c * 4 + ci, ic - 1), y - top, x - left], zero), name=DATA_BLOCK)
-    rc = te.reduce_axis((0, i4), "rc")
+    k = group_of(p.layout)
+    ik = -(-ic // k)
+    dt = "int16" if k == 2 else shape.dtype
+    packed = te.compute((n, ik, hp, wp, k), lambda b, c, y, x, ci: tirx.if_then_else(
+        tirx.all(inside(y, x), c * k + ci < ic),
+        data[b, tirx.min(c * k + ci, ic - 1), y - top, x - left].astype(dt), tirx.const(0, dt)),
+        name=DATA_BLOCK)
+    rc = te.reduce_axis((0, ik), "rc")
     ry = te.reduce_axis((0, shape.kh), "ry")
     rx = te.reduce_axis((0, shape.kw), "rx")
-    ri = te.reduce_axis((0, 4), "ri")
+    ri = te.reduce_axis((0, k), "ri")
     return te.compute(
         (n, shape.oc, shape.oh, shape.ow),
         lambda b, o, y, x: te.sum(

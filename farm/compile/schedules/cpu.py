@@ -58,7 +58,7 @@ def schedule_conv(sch, target_cores: int) -> str:
     red = loops[4:]
     oo, oi = sch.split(o, [None, vo])
     xo, xi = sch.split(x, [None, px])
-    inner = red[3:]  # the 4 input channels of a dot product
+    inner = red[3:]  # the 4 (or 2) input channels of a dot product
     sch.reorder(b, oo, y, xo, *red[:3], xi, oi, *inner)
     sch.reverse_compute_at(epi, xo)
     outer = sch.fuse(b, oo, y)

@@ -6,12 +6,12 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 
 from farm.compile.schedules.conv import ConvShape
-from farm.compile.schedules.intrin import VNNI_16x4
+from farm.compile.schedules.intrin import AVX2_8x2, VNNI_16x4
 
 
 @dataclass(frozen=True)
 class Choice:
-    layout: str  # "oc" (generic) or "oc4i" (dot product)
+    layout: str  # "oc" (generic), "oc4i" / "oc2i" (dot products of 4 / 2 input channels)
     vo: int  # output channels per tile (a multiple of lanes)
     px: int  # pixels per tile (along a row)
     lanes: int  # output channels per micro-kernel call
@@ -31,6 +31,7 @@ class TargetFeatures:
     vector_bits: int
     vnni: bool  # AVX512-VNNI (vpdpbusd on zmm)
     cores: int
+    avx2: bool = False
 
 
 def target_features(target) -> TargetFeatures:
@@ -46,7 +47,8 @@ def target_features(target) -> TargetFeatures:
             256 if codegen.target_has_features("avx2", target) else 128
     vnni = family == "x86" and bool(codegen.target_has_features("avx512vnni", target))
     cores = int(target.attrs.get("num-cores", 1) or 1)
-    return TargetFeatures(family, bits, vnni, cores)
+    avx2 = family == "x86" and bool(codegen.target_has_features("avx2", target))
+    return TargetFeatures(family, bits, vnni, cores, avx2)
 
 
 def _divisor_at_most(n: int, cap: int) -> int:
@@ -65,6 +67,10 @@ class Plan:
                 and s.oc % 16 == 0:
             vo = 32 if s.oc % 32 == 0 else 16
             return Choice("oc4i", vo, _divisor_at_most(s.ow, 6), 16, VNNI_16x4)
+        if self.features.avx2 and s.out_dtype == "int32" and s.oc % 8 == 0 \
+                and s.dtype in ("uint8", "int8", "int16") and s.wdtype in ("int8", "int16"):
+            vo = 16 if s.oc % 16 == 0 else 8
+            return Choice("oc2i", vo, _divisor_at_most(s.ow, 6), 8, AVX2_8x2)
         lanes = max(self.features.vector_bits // 32, 4)  # fp32 or int32 accumulators
         while lanes >= 4 and s.oc % lanes:
             lanes //= 2
