@@ -106,10 +106,14 @@ def conv_te(data, weight, shape: ConvShape, p: Packing, padding: tuple[int, int,
     k = group_of(p.layout)
     ik = -(-ic // k)
     dt = "int16" if k == 2 else shape.dtype
-    packed = te.compute((n, ik, hp, wp, k), lambda b, c, y, x, ci: tirx.if_then_else(
-        tirx.all(inside(y, x), c * k + ci < ic),
-        data[b, tirx.min(c * k + ci, ic - 1), y - top, x - left].astype(dt), tirx.const(0, dt)),
-        name=DATA_BLOCK)
+    if ic % k or any(padding):
+        packed = te.compute((n, ik, hp, wp, k), lambda b, c, y, x, ci: tirx.if_then_else(
+            tirx.all(inside(y, x), c * k + ci < ic),
+            data[b, tirx.min(c * k + ci, ic - 1), y - top, x - left].astype(dt), tirx.const(0, dt)),
+            name=DATA_BLOCK)
+    else:  # the common case stays a plain transpose without per-element conditions
+        packed = te.compute((n, ik, h, w, k), lambda b, c, y, x, ci: data[b, c * k + ci, y, x].astype(dt),
+                            name=DATA_BLOCK)
     rc = te.reduce_axis((0, ik), "rc")
     ry = te.reduce_axis((0, shape.kh), "ry")
     rx = te.reduce_axis((0, shape.kw), "rx")

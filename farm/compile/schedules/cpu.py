@@ -91,5 +91,7 @@ def _schedule_data(sch, cores: int) -> None:
     except Exception:  # noqa: BLE001 - no padding / packing block in this conv
         return
     loops = sch.get_loops(data)
+    if len(loops) == 5:  # channel-packed input: the 4 (2) channels of a pixel written together
+        sch.unroll(loops[4])
     if cores > 1:
         sch.parallel(sch.fuse(*loops[:2]))
