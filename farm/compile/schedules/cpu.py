@@ -73,6 +73,7 @@ def schedule_conv(sch, target_cores: int) -> str:
         sch.unroll(oio)
     sch.tensorize(oi, intrin)
     sch.unroll(xi)
+    sch.vectorize(sch.get_loops(epi)[-1])  # epilogue: a row of px output pixels per channel
     _schedule_data(sch, target_cores)
     return f"{layout} vo={vo} px={px}" + (f" {intrin}" if intrin else "")
 
