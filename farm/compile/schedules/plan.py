@@ -66,18 +66,23 @@ class Plan:
         if self.features.vnni and s.dtype == "uint8" and s.wdtype == "int8" and s.out_dtype == "int32" \
                 and s.oc % 16 == 0:
             vo = 32 if s.oc % 32 == 0 else 16
-            return Choice("oc4i", vo, _divisor_at_most(s.ow, 6), 16, VNNI_16x4)
+            return Choice("oc4i", vo, _divisor_at_most(s.ow, self.max_px()), 16, VNNI_16x4)
         if self.features.avx2 and s.out_dtype == "int32" and s.oc % 8 == 0 \
                 and s.dtype in ("uint8", "int8", "int16") and s.wdtype in ("int8", "int16"):
             vo = 16 if s.oc % 16 == 0 else 8
-            return Choice("oc2i", vo, _divisor_at_most(s.ow, 6), 8, AVX2_8x2)
+            return Choice("oc2i", vo, _divisor_at_most(s.ow, self.max_px()), 8, AVX2_8x2)
         lanes = max(self.features.vector_bits // 32, 4)  # fp32 or int32 accumulators
         while lanes >= 4 and s.oc % lanes:
             lanes //= 2
         if lanes < 4:
             return None
         vo = lanes * 2 if s.oc % (lanes * 2) == 0 else lanes
-        return Choice("oc", vo, _divisor_at_most(s.ow, 6), lanes)
+        return Choice("oc", vo, _divisor_at_most(s.ow, self.max_px()), lanes)
+
+    def max_px(self) -> int:
+        """Pixels per tile so that 2 vectors × px accumulators, the weights and a broadcast fit
+        the register file (32 zmm, 16 ymm / xmm)."""
+        return 8 if self.features.vector_bits == 512 else 6
 
     def choose(self, s: ConvShape) -> Choice | None:
         return self.tuned.get(s.key()) or self.default(s)
