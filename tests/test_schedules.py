@@ -177,3 +177,34 @@ def test_tune_measures_on_the_device_and_resumes(tmp_path, registry):
     best = load_choices(path)
     assert best and all(isinstance(c, Choice) for c in best.values())
     assert any("ms" in line for line in lines)
+
+
+@pytest.mark.parametrize("dtype", ["int8", "float32"])
+def test_matmul_schedule(dtype):
+    """[1, K] × constant [K, N] + epilogue: scheduled, exact for integers."""
+    from tvm import relax
+
+    rng = np.random.default_rng(3)
+    k, n = 48, 40
+    if dtype == "int8":
+        x = rng.integers(0, 256, (1, k), dtype=np.uint8)
+        w = rng.integers(-128, 128, (k, n), dtype=np.int8)
+    else:
+        x = rng.standard_normal((1, k)).astype(np.float32)
+        w = rng.standard_normal((k, n)).astype(np.float32)
+    out = "int32" if dtype == "int8" else "float32"
+    bb = relax.BlockBuilder()
+    xv = relax.Var("x", relax.TensorType([1, k], str(x.dtype)))
+    with bb.function("main", [xv]):
+        with bb.dataflow():
+            y = bb.emit(relax.op.matmul(xv, relax.const(w), out_dtype=out))
+            y = bb.emit_output(relax.op.add(y, relax.const(np.ones(n, out))))
+        bb.emit_func_output(y)
+    target = _target("haswell", 2)
+    ex, report = build(bb.get(), target, target_features(target), None)
+    assert any("matmul lanes=8" in r for r in report), report
+    want = x.astype(np.float64) @ w.astype(np.float64) + 1
+    if dtype == "int8":
+        np.testing.assert_array_equal(_run(ex, x), want.astype(np.int64))
+    else:
+        np.testing.assert_allclose(_run(ex, x), want, rtol=1e-4, atol=1e-3)

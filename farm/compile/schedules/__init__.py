@@ -20,7 +20,7 @@ def apply_schedules(mod, target, tuned: dict[str, Choice]):
     """(module with packed convs, the pass to run between "zero" and "default_build", report)."""
     plan = Plan(target_features(target), tuned)
     mod, report = pack_convs(mod, plan)
-    return mod, schedule_kernels(plan.features.cores, report), report
+    return mod, schedule_kernels(plan.features.cores, report, plan.features.vector_bits), report
 
 
 def pack_convs(mod, plan: Plan):
@@ -72,35 +72,49 @@ def pack_convs(mod, plan: Plan):
     return rw.builder_.get(), report
 
 
-def schedule_kernels(cores: int, report: list[str]):
-    """The module pass that schedules every packed conv PrimFunc (see module doc)."""
+def schedule_kernels(cores: int, report: list[str], vector_bits: int = 512):
+    """The module pass that schedules every packed conv and every matmul PrimFunc (see module
+    doc); a kernel whose schedule fails keeps TVM's default lowering and the report says why."""
     import tvm
     from tvm import s_tir, tirx
 
     from farm.compile.schedules.conv import CONV_BLOCK
-    from farm.compile.schedules.cpu import schedule_conv
+    from farm.compile.schedules.cpu import schedule_conv, schedule_matmul
     from farm.compile.schedules.intrin import register
 
     register()
+
+    def one(func):
+        sch = s_tir.Schedule(func)
+        try:
+            sch.get_sblock(CONV_BLOCK)
+        except Exception:  # noqa: BLE001 - not one of our convs
+            return sch, schedule_matmul(sch, cores, vector_bits)
+        return sch, schedule_conv(sch, cores)
 
     @tvm.transform.module_pass(opt_level=0, name="FarmScheduleKernels")
     def _pass(mod, _ctx):
         for gv, func in list(mod.functions.items()):
             if not isinstance(func, tirx.PrimFunc):
                 continue
-            sch = s_tir.Schedule(func)
             try:
-                sch.get_sblock(CONV_BLOCK)
-            except Exception:  # noqa: BLE001 - not one of our convs
-                if _has_reduction(sch):
-                    report.append(f"{gv.name_hint}: reduction kernel not recognised, left unscheduled")
+                sch, what = one(func)
+            except Exception as e:  # noqa: BLE001 - a template that does not fit this kernel
+                report.append(f"{gv.name_hint}: schedule failed ({_first_line(e)}), left unscheduled")
                 continue
-            what = schedule_conv(sch, cores)
-            report.append(f"{gv.name_hint}: {what}")
-            mod[gv] = sch.mod["main"].with_attr("tirx.is_scheduled", True)
+            if what:
+                report.append(f"{gv.name_hint}: {what}")
+                mod[gv] = sch.mod["main"].with_attr("tirx.is_scheduled", True)
+            elif _has_reduction(sch):
+                report.append(f"{gv.name_hint}: reduction kernel not recognised, left unscheduled")
         return mod
 
     return _pass
+
+
+def _first_line(e: BaseException) -> str:
+    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+    return (lines[0] if lines else type(e).__name__)[:160]
 
 
 def _has_reduction(sch) -> bool:

@@ -78,6 +78,37 @@ def schedule_conv(sch, target_cores: int) -> str:
     return f"{layout} vo={vo} px={px}" + (f" {intrin}" if intrin else "")
 
 
+def schedule_matmul(sch, cores: int, vector_bits: int) -> str:
+    """Matmul [M, K] × constant [K, N] (+ epilogue): columns in vectors of `lanes`, k outside the
+    vector, the epilogue per column block. Returns "" when the PrimFunc holds no such matmul."""
+    blocks = [b for b in sch.get_child_blocks(sch.get_sblock("root"))
+              if [int(v.iter_type) for v in sch.get(b).iter_vars] == [0, 0, 2]]
+    if len(blocks) != 1 or len(sch.get(blocks[0]).reads) != 2:
+        return ""
+    mm = blocks[0]
+    n = int(sch.get(mm).iter_vars[1].dom.extent)
+    lanes = max(vector_bits // 32, 4)
+    while lanes > 1 and n % lanes:
+        lanes //= 2
+    if lanes < 4:
+        return ""
+    epi = _inline_epilogue(sch, mm, {sch.get(mm).name_hint})
+    if epi is None:
+        epi = sch.cache_write(mm, 0, "local")
+    else:
+        sch.set_scope(mm, 0, "local")
+    i, j, k = sch.get_loops(mm)
+    jo, ji = sch.split(j, [None, lanes])
+    sch.reorder(i, jo, k, ji)
+    sch.reverse_compute_at(epi, jo)
+    if cores > 1:
+        sch.parallel(sch.fuse(i, jo))
+    init = sch.decompose_reduction(mm, k)
+    sch.vectorize(sch.get_loops(init)[-1])
+    sch.tensorize(ji, _generic_intrin(sch, mm, lanes))
+    return f"matmul lanes={lanes}"
+
+
 def _generic_intrin(sch, conv, vo: int) -> str:
     from farm.compile.schedules.intrin import vector_mac
 
