@@ -197,10 +197,13 @@ class DeviceRun:
                 self.result("latency", "pass", metrics={**stats.__dict__, "samples": samples,
                                                          "threads": self.device.threads})
                 if self.fp32 is not None and baseline.CHECK not in self.done:
-                    fp32, median = self.fp32, stats.median
+                    fp32, median, rows = self.fp32, stats.median, []
+                    # measured in the watchdog's thread, recorded here (SQLite stays in one thread)
                     bounded("fp32 baseline", _remote(lambda: baseline.time_fp32(
-                        session, fp32, inputs[0], spec, median, self.result), "fp32 baseline"),
-                        t.measure, kill)
+                        session, fp32, inputs[0], spec, median,
+                        lambda *a, **kw: rows.append((a, kw))), "fp32 baseline"), t.measure, kill)
+                    for a, kw in rows:
+                        self.result(*a, **kw)
         finally:
             session.close()
 
