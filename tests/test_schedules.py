@@ -208,3 +208,17 @@ def test_matmul_schedule(dtype):
         np.testing.assert_array_equal(_run(ex, x), want.astype(np.int64))
     else:
         np.testing.assert_allclose(_run(ex, x), want, rtol=1e-4, atol=1e-3)
+
+
+def test_conv_with_requantize_epilogue_is_exact():
+    """The epilogue fused into the tile (int64 multiply, shift, clip, cast) stays exact."""
+    ic, oc, size, k, stride, pad = CASES[2]
+    rng = np.random.default_rng(5)
+    x = rng.integers(0, 256, (1, ic, size, size), dtype=np.uint8)
+    w = rng.integers(-128, 128, (oc, ic, k, k), dtype=np.int8)
+    target = _target("haswell")
+    ex, report = build(conv_module(list(x.shape), "uint8", w, stride, pad, "int32", requantize=True),
+                       target, target_features(target), None)
+    want = np.clip((reference_conv(x, w, stride, pad) * (1 << 20)) >> 30, 0, 255).astype(np.uint8)
+    np.testing.assert_array_equal(_run(ex, x), want)
+    assert any("farm_dot_8x2_i16_avx2" in r for r in report), report

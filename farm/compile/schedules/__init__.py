@@ -25,7 +25,6 @@ def apply_schedules(mod, target, tuned: dict[str, Choice]):
 
 def pack_convs(mod, plan: Plan):
     """Rewrite the convs of `mod` (see module doc); returns (module, report lines)."""
-    import numpy as np
     from tvm import relax
 
     from farm.compile.schedules.conv import Packing, conv_shape, conv_te, pack_weight
@@ -62,7 +61,7 @@ def pack_convs(mod, plan: Plan):
                 return conv_te(data, weight, shape, p, pad, dil, attrs)
 
             report.append(f"{shape.key()}: {choice.describe()}")
-            return self.builder_.call_te(te_fn, call.args[0], relax.const(np.asarray(w)),
+            return self.builder_.call_te(te_fn, call.args[0], relax.const(w, str(w.dtype)),
                                          primfunc_name_hint="conv2d_packed")
 
     rw = Rewriter(mod)

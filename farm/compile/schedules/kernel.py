@@ -10,16 +10,26 @@ from farm.compile.schedules.plan import Choice, Plan, TargetFeatures
 
 
 def conv_module(data_shape: list[int], data_dtype: str, weight: np.ndarray, stride: int,
-                padding: int, out_dtype: str):
-    """main(x) = conv2d(x, weight) (NCHW / OIHW), the kernel the packed-conv rewrite replaces."""
+                padding: int, out_dtype: str, requantize: bool = False):
+    """main(x) = conv2d(x, weight) (NCHW / OIHW), the kernel the packed-conv rewrite replaces;
+    with `requantize`, followed by a fixed-point requantize to uint8 like the int8 lowering's
+    (int64 multiply, shift, clip, cast), so tuning sees the epilogue's cost too."""
     from tvm import relax
 
     bb = relax.BlockBuilder()
     x = relax.Var("x", relax.TensorType(data_shape, data_dtype))
     with bb.function("main", [x]):
         with bb.dataflow():
-            y = bb.emit_output(relax.op.nn.conv2d(x, relax.const(weight), strides=[stride] * 2,
-                                                  padding=[padding] * 4, out_dtype=out_dtype))
+            y = bb.emit(relax.op.nn.conv2d(x, relax.const(weight), strides=[stride] * 2,
+                                           padding=[padding] * 4, out_dtype=out_dtype))
+            if requantize:
+                oc = weight.shape[0]
+                m = relax.const(np.full((1, oc, 1, 1), 1 << 20, np.int64), "int64")
+                y = bb.emit(relax.op.astype(y, "int64"))
+                y = bb.emit(relax.op.right_shift(relax.op.multiply(y, m),
+                                                 relax.const(np.int64(30), "int64")))
+                y = bb.emit(relax.op.astype(relax.op.clip(y, 0, 255), "uint8"))
+            y = bb.emit_output(y)
         bb.emit_func_output(y)
     return bb.get()
 

@@ -130,7 +130,8 @@ def _measure(session, task: Task, choice: Choice, target, feats: TargetFeatures,
     s = task.shape
     rng = np.random.default_rng(0)
     w = rng.integers(-128, 128, (s.oc, s.ic, s.kh, s.kw)).astype(s.wdtype)
-    mod = conv_module(task.data_shape, s.dtype, w, task.stride, task.padding, s.out_dtype)
+    mod = conv_module(task.data_shape, s.dtype, w, task.stride, task.padding, s.out_dtype,
+                      requantize=s.out_dtype == "int32")
     try:
         ex, _ = build(mod, target, feats, choice)
         fcompile = export_fn(device)
