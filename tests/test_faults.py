@@ -166,7 +166,7 @@ def test_two_runs_share_one_database(write, shared_data):
     assert len(set(ids)) == 2
     for run_id in ids:
         assert store.run(run_id)["status"] == "done"
-        assert {r.check for r in store.results(run_id)} == {"compile", "correctness", "latency"}
+        assert {r.check for r in store.results(run_id)} == {"compile", "correctness", "latency", "latency-fp32"}
 
 
 @pytest.mark.parametrize("content", [b"", b"\x00\x01garbage", b"not onnx at all" * 100])
