@@ -71,7 +71,7 @@ def pack_convs(mod, plan: Plan):
     return rw.builder_.get(), report
 
 
-def schedule_kernels(cores: int, report: list[str], vector_bits: int = 512):
+def schedule_kernels(cores: int, report: list[str], vector_bits: int):
     """The module pass that schedules every packed conv and every matmul PrimFunc (see module
     doc); a kernel whose schedule fails keeps TVM's default lowering and the report says why."""
     import tvm

@@ -19,6 +19,9 @@ ATTR_LAYOUT = "farm.layout"
 ATTR_VO = "farm.vo"
 ATTR_PX = "farm.px"
 ATTR_INTRIN = "farm.intrin"
+# Multiply-accumulates below which a kernel runs on one thread: waking the thread pool costs more
+# than it saves, a lot more when the cores are shared and a worker is descheduled.
+MIN_PARALLEL_WORK = 1 << 20
 ATTR_LANES = "farm.lanes"  # output channels per micro-kernel call (one vector register)
 
 
@@ -62,7 +65,8 @@ def schedule_conv(sch, target_cores: int) -> str:
     sch.reorder(b, oo, y, xo, *red[:3], xi, oi, *inner)
     sch.reverse_compute_at(epi, xo)
     outer = sch.fuse(b, oo, y)
-    if target_cores > 1:  # before decompose_reduction: parallel wants a complete reduction block
+    parallel = target_cores > 1 and _work(sch, conv) >= MIN_PARALLEL_WORK
+    if parallel:  # before decompose_reduction: parallel wants a complete reduction block
         sch.parallel(outer)
     init = sch.decompose_reduction(conv, red[0])
     sch.vectorize(sch.get_loops(init)[-1])
@@ -74,7 +78,7 @@ def schedule_conv(sch, target_cores: int) -> str:
     sch.tensorize(oi, intrin)
     sch.unroll(xi)
     sch.vectorize(sch.get_loops(epi)[-1])  # epilogue: a row of px output pixels per channel
-    _schedule_data(sch, target_cores)
+    _schedule_data(sch, target_cores if parallel else 1)
     return f"{layout} vo={vo} px={px}" + (f" {intrin}" if intrin else "")
 
 
@@ -101,12 +105,20 @@ def schedule_matmul(sch, cores: int, vector_bits: int) -> str:
     jo, ji = sch.split(j, [None, lanes])
     sch.reorder(i, jo, k, ji)
     sch.reverse_compute_at(epi, jo)
-    if cores > 1:
+    if cores > 1 and _work(sch, mm) >= MIN_PARALLEL_WORK:
         sch.parallel(sch.fuse(i, jo))
     init = sch.decompose_reduction(mm, k)
     sch.vectorize(sch.get_loops(init)[-1])
     sch.tensorize(ji, _generic_intrin(sch, mm, lanes))
     return f"matmul lanes={lanes}"
+
+
+def _work(sch, block) -> int:
+    """Iterations of the block (its multiply-accumulates), from its loop extents."""
+    n = 1
+    for loop in sch.get_loops(block):
+        n *= int(sch.get(loop).extent)
+    return n
 
 
 def _generic_intrin(sch, conv, vo: int) -> str:

@@ -51,7 +51,7 @@ def build(mod, target, features: TargetFeatures, choice: Choice | None, shape_ke
     plan = _Fixed(features)
     mod, report = pack_convs(mod, plan)
     pipeline = tvm.transform.Sequential([relax.get_pipeline("zero"),
-                                         schedule_kernels(features.cores, report),
+                                         schedule_kernels(features.cores, report, features.vector_bits),
                                          relax.get_pipeline("default_build")])
     return tvm.compile(mod, target, relax_pipeline=pipeline), report
 
