@@ -40,6 +40,12 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--resume", metavar="RUN", help="continue an interrupted run without repeating "
                      "finished work (same suites and devices as the original run)")
 
+    tune = sub.add_parser("tune", parents=[common], help="search conv schedules on a device and "
+                          "keep the fastest in tuned/<target>/<model>.json (resumable)")
+    tune.add_argument("--suite", required=True, help="suite name or file (its model is tuned)")
+    tune.add_argument("--device", required=True, help="device name")
+    tune.add_argument("--budget", type=int, default=40, help="new measurements at most (default 40)")
+
     devices = sub.add_parser("devices", help="list or probe the registered devices")
     dsub = devices.add_subparsers(dest="devices_cmd", required=True)
     dsub.add_parser("list", parents=[common], help="table of devices and their status")

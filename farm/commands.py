@@ -82,6 +82,19 @@ def cmd_run(args: argparse.Namespace, command: str) -> int:
     return 0 if outcome.ok else 1
 
 
+def cmd_tune(args: argparse.Namespace, command: str) -> int:
+    from farm.compile.schedules.tune import tune
+    from farm.models.registry import build_builtin
+
+    suite = load_suite(find_suite(args.suite, _default("suites")))
+    device = load_devices(args.devices).get(args.device)
+    model = build_builtin(suite.model.builtin, args.data_dir / "models").path if suite.model.builtin \
+        else suite.model.path
+    path = tune(model, device, args.budget, args.data_dir, print)
+    print(f"tuned choices written to {path}; `farm run` uses them")
+    return 0
+
+
 def cmd_report(args: argparse.Namespace, command: str) -> int:
     write_output(report_file(args), args.output)
     return 0

@@ -11,6 +11,7 @@ from pathlib import Path
 import psutil
 
 from farm.cli import main
+from farm.compile.host import host_info
 from farm.results.store import Store
 from tests.conftest import HOST_ONLY, REPO
 
@@ -29,6 +30,10 @@ def test_smoke_on_host(write, shared_data, capsys, no_orphans):
     assert results["correctness"].metrics["exact"] >= 0.95
     lat = results["latency"].metrics
     assert lat["n"] == 20 and lat["median"] > 0 and lat["p90"] >= lat["median"] and "cov" in lat
+    assert results["latency-fp32"].status == "pass"
+    assert results["latency-fp32"].metrics["int8_over_fp32"] > 0
+    assert any("farm_dot" in s for s in results["compile"].metrics["lowering"]["schedules"]) \
+        or "avx2" not in host_info().features  # a dot-product template where the host has one
     # a second run compiles nothing
     assert main(argv) == 0
     again = {r.check: r for r in store.results(store.run()["id"])}

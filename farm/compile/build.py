@@ -12,6 +12,7 @@ from typing import Any
 from farm.compile import hexagon
 from farm.compile.cache import Cache, cache_key
 from farm.compile.int8.qoperator import has_qoperators, qoperator_to_qdq
+from farm.compile.schedules.records import load_choices, record_path
 from farm.compile.targets import export_fn, make_target, target_dict
 from farm.config.devices import Device
 from farm.errors import FarmError
@@ -52,13 +53,15 @@ def import_onnx(model_path: Path):
     return relax.transform.DecomposeOpsForInference()(mod)
 
 
-def _build(model_path: Path, device: Device, out: Path) -> dict[str, Any]:
-    """Build into `out`; returns the lowering report (what the compute really uses)."""
+def _build(model_path: Path, device: Device, out: Path, tuned: dict) -> dict[str, Any]:
+    """Build into `out`; returns the lowering report (what the compute really uses) with the
+    schedule applied to each kernel."""
     import tvm
     from tvm import relax
 
     from farm.compile.int8.lower import lower_int8
     from farm.compile.lowering_report import build_report, relax_dot_ops
+    from farm.compile.schedules import apply_schedules
 
     target = make_target(device)
     mod, reasons = lower_int8(import_onnx(model_path))
@@ -66,7 +69,9 @@ def _build(model_path: Path, device: Device, out: Path) -> dict[str, Any]:
     if device.target.family == "hexagon":  # no TVM runtime on the DSP: a static executable
         _build_guarded(model_path, device, lambda: hexagon.build_executable(mod, device.target.tag, out))
         return build_report(ops, out / hexagon.ASM_NAME, device.target.family, reasons)
-    pipeline = tvm.transform.Sequential([relax.get_pipeline("zero"), relax.get_pipeline("default_build")])
+    mod, schedule, schedules = apply_schedules(mod, target, tuned)
+    pipeline = tvm.transform.Sequential([relax.get_pipeline("zero"), schedule,
+                                         relax.get_pipeline("default_build")])
 
     def build() -> None:
         ex = tvm.compile(mod, target, relax_pipeline=pipeline)
@@ -74,7 +79,7 @@ def _build(model_path: Path, device: Device, out: Path) -> dict[str, Any]:
         ex.export_library(str(out / LIB_NAME), **({"fcompile": fcompile} if fcompile else {}))
 
     _build_guarded(model_path, device, build)
-    return build_report(ops, out / LIB_NAME, device.target.family, reasons)
+    return {**build_report(ops, out / LIB_NAME, device.target.family, reasons), "schedules": schedules}
 
 
 def _build_guarded(model_path: Path, device: Device, build: Callable[[], None]) -> None:
@@ -91,7 +96,10 @@ def compile_model(model_path: Path, device: Device, cache_root: Path) -> Artifac
     """Compile (or fetch from cache) the model for the device."""
     target = target_dict(device)
     hexagon_exe = device.target.family == "hexagon"
-    options: dict[str, Any] = hexagon.cache_options() if hexagon_exe else {"pipeline": "zero+default_build"}
+    tuned = {} if hexagon_exe else load_choices(record_path(target, model_path.stem))
+    options: dict[str, Any] = hexagon.cache_options() if hexagon_exe else {
+        "pipeline": "zero+schedules+default_build",
+        "tuned": {k: c.to_json() for k, c in sorted(tuned.items())}}
     key = cache_key(model_path, target, options)
     cache = Cache(cache_root)
     meta = cache.lookup(key)
@@ -99,7 +107,7 @@ def compile_model(model_path: Path, device: Device, cache_root: Path) -> Artifac
         build_dir = cache.new_build_dir()
         start = time.perf_counter()
         try:
-            lowering = _build(model_path, device, build_dir)
+            lowering = _build(model_path, device, build_dir, tuned)
         except BaseException:
             shutil.rmtree(build_dir, ignore_errors=True)
             raise

@@ -1,0 +1,121 @@
+"""Per-target schedules for conv kernels, applied around TVM's Relax pipeline:
+
+1. `pack_convs` (Relax, before legalization): each NCHW/OIHW conv2d with a constant weight becomes
+   a TE conv on a weight packed at compile time (conv.py), carrying its schedule choice
+   (template, tile sizes) as block annotations.
+2. `schedule_kernels` (after FuseOps/FuseTIR): every PrimFunc holding such a conv is scheduled by
+   cpu.py; anything else is left to LLVM and listed as skipped in the report.
+
+Choices come from `plan.Plan`: defaults per target family, overridden by tuned records.
+"""
+
+from __future__ import annotations
+
+from farm.compile.schedules.plan import Choice, Plan, target_features
+
+__all__ = ["Choice", "Plan", "apply_schedules", "pack_convs", "schedule_kernels", "target_features"]
+
+
+def apply_schedules(mod, target, tuned: dict[str, Choice]):
+    """(module with packed convs, the pass to run between "zero" and "default_build", report)."""
+    plan = Plan(target_features(target), tuned)
+    mod, report = pack_convs(mod, plan)
+    return mod, schedule_kernels(plan.features.cores, report, plan.features.vector_bits), report
+
+
+def pack_convs(mod, plan: Plan):
+    """Rewrite the convs of `mod` (see module doc); returns (module, report lines)."""
+    from tvm import relax
+
+    from farm.compile.schedules.conv import Packing, conv_shape, conv_te, pack_weight
+    from farm.compile.schedules.cpu import ATTR_INTRIN, ATTR_LANES, ATTR_LAYOUT, ATTR_PX, ATTR_VO
+
+    conv_op = relax.op.nn.conv2d(relax.Var("x", relax.TensorType([1, 1, 1, 1], "float32")),
+                                 relax.Var("w", relax.TensorType([1, 1, 1, 1], "float32"))).op
+    report: list[str] = []
+
+    @relax.expr_functor.mutator
+    class Rewriter(relax.PyExprMutator):
+        def visit_call_(self, call):
+            call = super().visit_call_(call)
+            if call.op != conv_op:
+                return call
+            shape = conv_shape(call)
+            if isinstance(shape, str):
+                report.append(f"conv2d skipped: {shape}")
+                return call
+            choice = plan.choose(shape)
+            if choice is None:
+                report.append(f"{shape.key()}: no template for this target or shape, left to LLVM")
+                return call
+            p = Packing(choice.layout, choice.vo)
+            w = pack_weight(call.args[1].value.numpy(), p)
+            attrs = {ATTR_LAYOUT: p.layout, ATTR_VO: p.vo, ATTR_PX: choice.px, ATTR_LANES: choice.lanes}
+            if choice.intrin:
+                attrs[ATTR_INTRIN] = choice.intrin
+            a = call.attrs
+            pad = tuple(int(v) for v in a.padding)
+            dil = tuple(int(v) for v in a.dilation)
+
+            def te_fn(data, weight):
+                return conv_te(data, weight, shape, p, pad, dil, attrs)
+
+            report.append(f"{shape.key()}: {choice.describe()}")
+            return self.builder_.call_te(te_fn, call.args[0], relax.const(w, str(w.dtype)),
+                                         primfunc_name_hint="conv2d_packed")
+
+    rw = Rewriter(mod)
+    for gv, func in list(mod.functions.items()):
+        if isinstance(func, relax.Function):
+            rw.builder_.update_func(gv, rw.visit_expr(func))
+    return rw.builder_.get(), report
+
+
+def schedule_kernels(cores: int, report: list[str], vector_bits: int):
+    """The module pass that schedules every packed conv and every matmul PrimFunc (see module
+    doc); a kernel whose schedule fails keeps TVM's default lowering and the report says why."""
+    import tvm
+    from tvm import s_tir, tirx
+
+    from farm.compile.schedules.conv import CONV_BLOCK
+    from farm.compile.schedules.cpu import schedule_conv, schedule_matmul
+    from farm.compile.schedules.intrin import register
+
+    register()
+
+    def one(func):
+        sch = s_tir.Schedule(func)
+        try:
+            sch.get_sblock(CONV_BLOCK)
+        except Exception:  # noqa: BLE001 - not one of our convs
+            return sch, schedule_matmul(sch, cores, vector_bits)
+        return sch, schedule_conv(sch, cores)
+
+    @tvm.transform.module_pass(opt_level=0, name="FarmScheduleKernels")
+    def _pass(mod, _ctx):
+        for gv, func in list(mod.functions.items()):
+            if not isinstance(func, tirx.PrimFunc):
+                continue
+            try:
+                sch, what = one(func)
+            except Exception as e:  # noqa: BLE001 - a template that does not fit this kernel
+                report.append(f"{gv.name_hint}: schedule failed ({_first_line(e)}), left unscheduled")
+                continue
+            if what:
+                report.append(f"{gv.name_hint}: {what}")
+                mod[gv] = sch.mod["main"].with_attr("tirx.is_scheduled", True)
+            elif _has_reduction(sch):
+                report.append(f"{gv.name_hint}: reduction kernel not recognised, left unscheduled")
+        return mod
+
+    return _pass
+
+
+def _first_line(e: BaseException) -> str:
+    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+    return (lines[0] if lines else type(e).__name__)[:160]
+
+
+def _has_reduction(sch) -> bool:
+    return any(int(v.iter_type) == 2 for b in sch.get_child_blocks(sch.get_sblock("root"))
+               for v in sch.get(b).iter_vars)

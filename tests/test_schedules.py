@@ -1,0 +1,224 @@
+"""Every conv kernel template (generic fp32, generic int8, AVX512-VNNI tensorized) against numpy:
+bit exact for integers; the schedule report; tuned records."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+
+import numpy as np
+import pytest
+
+from farm.compile.host import host_info
+from farm.compile.schedules import Choice, Plan, target_features
+from farm.compile.schedules.kernel import build, conv_module, reference_conv
+from farm.compile.schedules.records import load_choices, record_path, save_choices
+from farm.errors import FarmError
+
+HAS_VNNI = "avx512_vnni" in host_info().features
+# (in channels, out channels, size, kernel, stride, padding): odd channel counts, strides, padding
+CASES = [(3, 32, 17, 3, 2, 1), (16, 16, 14, 1, 1, 0), (20, 64, 9, 3, 1, 1)]
+
+
+def _target(mcpu: str, cores: int = 1):
+    import tvm
+
+    return tvm.target.Target({"kind": "llvm", "mcpu": mcpu, "num-cores": cores})
+
+
+def _run(ex, x: np.ndarray) -> np.ndarray:
+    import tvm
+    from tvm import relax
+
+    return relax.VirtualMachine(ex, tvm.cpu())["main"](tvm.runtime.tensor(x)).numpy()
+
+
+def _check(mcpu: str, dtype: str, case, cores: int = 1, expect: str = "") -> list[str]:
+    ic, oc, size, k, stride, pad = case
+    rng = np.random.default_rng(ic * 1000 + oc)
+    if dtype == "int8":  # full-range weights: a saturating kernel would fail here
+        x = rng.integers(0, 256, (1, ic, size, size), dtype=np.uint8)
+        w = rng.integers(-128, 128, (oc, ic, k, k), dtype=np.int8)
+        out = "int32"
+    else:
+        x = rng.standard_normal((1, ic, size, size)).astype(np.float32)
+        w = rng.standard_normal((oc, ic, k, k)).astype(np.float32)
+        out = "float32"
+    target = _target(mcpu, cores)
+    mod = conv_module(list(x.shape), str(x.dtype), w, stride, pad, out)
+    ex, report = build(mod, target, target_features(target), None)
+    got, want = _run(ex, x), reference_conv(x, w, stride, pad)
+    if dtype == "int8":
+        np.testing.assert_array_equal(got, want)
+    else:
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-3)
+    assert any(expect in line for line in report), report
+    return report
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_generic_fp32_conv(case):
+    _check("haswell", "float32", case, expect="oc vo=")
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_generic_int8_conv_is_exact(case):
+    _check("x86-64", "int8", case, expect="oc vo=")  # SSE2 only: no dot-product template
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_avx2_int8_conv_is_exact(case):
+    _check("haswell", "int8", case, expect="farm_dot_8x2_i16_avx2")
+
+
+@pytest.mark.skipif(not HAS_VNNI, reason="host has no AVX512-VNNI")
+@pytest.mark.parametrize("case", CASES)
+def test_vnni_conv_is_exact(case):
+    _check("znver4" if "AMD" in host_info().cpu_model else "cascadelake", "int8", case,
+           expect="farm_dot_16x4_vnni")
+
+
+@pytest.mark.skipif(not HAS_VNNI, reason="host has no AVX512-VNNI")
+@pytest.mark.skipif(not HAS_VNNI, reason="host has no AVX512-VNNI")
+def test_vnni_on_two_cores_is_exact():
+    _check("znver4", "int8", (16, 64, 19, 3, 1, 1), cores=2, expect="farm_dot_16x4_vnni")
+
+
+@pytest.mark.parametrize("mcpu,instruction", [("znver4", "vpdpbusd"), ("haswell", "vpmaddwd")])
+def test_dot_product_instructions_in_disassembly(tmp_path, mcpu, instruction):
+    if shutil.which("objdump") is None:
+        pytest.skip("objdump not installed")
+    ic, oc, size, k, stride, pad = CASES[2]
+    w = np.ones((oc, ic, k, k), np.int8)
+    target = _target(mcpu)
+    ex, _ = build(conv_module([1, ic, size, size], "uint8", w, stride, pad, "int32"), target,
+                  target_features(target), None)
+    ex.export_library(str(tmp_path / "k.so"))
+    asm = subprocess.run(["objdump", "-d", str(tmp_path / "k.so")], capture_output=True, text=True).stdout
+    assert instruction in asm
+
+
+def test_chosen_tiles_are_used_and_unknown_kernels_reported():
+    """A tuned choice reaches the kernel; a grouped conv is left alone and says so."""
+    import tvm
+    from tvm import relax
+
+    target = _target("haswell")
+    feats = target_features(target)
+    ic, oc, size = 8, 16, 10
+    choice = Choice("oc", 16, 5, 8)
+    x = np.random.default_rng(1).standard_normal((1, ic, size, size)).astype(np.float32)
+    w = np.random.default_rng(2).standard_normal((oc, ic, 3, 3)).astype(np.float32)
+    ex, report = build(conv_module([1, ic, size, size], "float32", w, 1, 1, "float32"), target, feats, choice)
+    assert any("oc vo=16 px=5 lanes=8" in r for r in report), report
+    np.testing.assert_allclose(_run(ex, x), reference_conv(x, w, 1, 1), rtol=1e-4, atol=1e-3)
+
+    bb = relax.BlockBuilder()
+    xv = relax.Var("x", relax.TensorType([1, ic, size, size], "float32"))
+    with bb.function("main", [xv]):
+        with bb.dataflow():
+            y = bb.emit_output(relax.op.nn.conv2d(xv, relax.const(w[:, :4]), groups=2))
+        bb.emit_func_output(y)
+    _, report = build(bb.get(), target, feats, None)
+    assert any("skipped: grouped conv" in r for r in report), report
+    assert tvm
+
+
+def test_hexagon_gets_no_cpu_template():
+    import tvm
+
+    feats = target_features(tvm.target.Target({"tag": "qcom/hexagon-v68"}))
+    from farm.compile.schedules.conv import ConvShape
+
+    shape = ConvShape(1, 16, 8, 8, 16, 3, 3, 6, 6, (1, 1), "uint8", "int8", "int32")
+    assert Plan(feats).choose(shape) is None
+
+
+def test_tuned_records_roundtrip_and_corrupt_file(tmp_path):
+    target = {"kind": "llvm", "mcpu": "znver4", "num-cores": 1}
+    path = record_path(target, "m", root=tmp_path)
+    assert load_choices(path) == {}
+    c = Choice("oc4i", 32, 7, 16, "farm_dot_16x4_vnni")
+    save_choices(path, {"k1": {"choice": c.to_json(), "ms": 1.5}})
+    assert load_choices(path) == {"k1": c}
+    assert json.loads(path.read_text())["kernels"]["k1"]["ms"] == 1.5
+    path.write_text("{not json")
+    with pytest.raises(FarmError, match="unreadable"):
+        load_choices(path)
+
+
+def test_candidates_start_with_the_default_and_fit_the_shape():
+    from farm.compile.schedules.conv import ConvShape
+    from farm.compile.schedules.tune import candidates
+
+    feats = target_features(_target("haswell"))
+    shape = ConvShape(1, 64, 14, 14, 48, 3, 3, 14, 14, (1, 1), "float32", "float32", "float32")
+    cands = candidates(Plan(feats), shape)
+    assert cands[0] == Plan(feats).default(shape)
+    assert len(set(cands)) == len(cands) > 3
+    assert all(shape.oc % c.vo == 0 and shape.ow % c.px == 0 and c.vo % c.lanes == 0 for c in cands)
+
+
+def test_tune_measures_on_the_device_and_resumes(tmp_path, registry):
+    """Through the farm's tracker and RPC server: a second tune continues with new candidates."""
+    from farm.compile.schedules.tune import tune
+    from farm.models.registry import build_builtin
+
+    model = build_builtin("tinyconv", tmp_path / "models").path
+    device = registry.get("host")
+    lines: list[str] = []
+    path = tune(model, device, 2, tmp_path, lines.append, root=tmp_path / "tuned")
+    first = json.loads(path.read_text())["kernels"]
+    assert sum(len(k["tried"]) for k in first.values()) == 2
+    tune(model, device, 2, tmp_path, lines.append, root=tmp_path / "tuned")
+    second = json.loads(path.read_text())["kernels"]
+    assert sum(len(k["tried"]) for k in second.values()) == 4
+    best = load_choices(path)
+    assert best and all(isinstance(c, Choice) for c in best.values())
+    assert any("ms" in line for line in lines)
+
+
+@pytest.mark.parametrize("dtype", ["int8", "float32"])
+def test_matmul_schedule(dtype):
+    """[1, K] × constant [K, N] + epilogue: scheduled, exact for integers."""
+    from tvm import relax
+
+    rng = np.random.default_rng(3)
+    k, n = 1024, 1024  # enough work to run in parallel
+    if dtype == "int8":
+        x = rng.integers(0, 256, (1, k), dtype=np.uint8)
+        w = rng.integers(-128, 128, (k, n), dtype=np.int8)
+    else:
+        x = rng.standard_normal((1, k)).astype(np.float32)
+        w = rng.standard_normal((k, n)).astype(np.float32)
+    out = "int32" if dtype == "int8" else "float32"
+    bb = relax.BlockBuilder()
+    xv = relax.Var("x", relax.TensorType([1, k], str(x.dtype)))
+    with bb.function("main", [xv]):
+        with bb.dataflow():
+            y = bb.emit(relax.op.matmul(xv, relax.const(w), out_dtype=out))
+            y = bb.emit_output(relax.op.add(y, relax.const(np.ones(n, out))))
+        bb.emit_func_output(y)
+    target = _target("haswell", 2)
+    ex, report = build(bb.get(), target, target_features(target), None)
+    assert any("matmul lanes=8" in r for r in report), report
+    want = x.astype(np.float64) @ w.astype(np.float64) + 1
+    if dtype == "int8":
+        np.testing.assert_array_equal(_run(ex, x), want.astype(np.int64))
+    else:
+        np.testing.assert_allclose(_run(ex, x), want, rtol=1e-4, atol=1e-3)
+
+
+def test_conv_with_requantize_epilogue_is_exact():
+    """The epilogue fused into the tile (int64 multiply, shift, clip, cast) stays exact."""
+    ic, oc, size, k, stride, pad = CASES[2]
+    rng = np.random.default_rng(5)
+    x = rng.integers(0, 256, (1, ic, size, size), dtype=np.uint8)
+    w = rng.integers(-128, 128, (oc, ic, k, k), dtype=np.int8)
+    target = _target("haswell")
+    ex, report = build(conv_module(list(x.shape), "uint8", w, stride, pad, "int32", requantize=True),
+                       target, target_features(target), None)
+    want = np.clip((reference_conv(x, w, stride, pad) * (1 << 20)) >> 30, 0, 255).astype(np.uint8)
+    np.testing.assert_array_equal(_run(ex, x), want)
+    assert any("farm_dot_8x2_i16_avx2" in r for r in report), report
