@@ -180,3 +180,43 @@ def test_corrupt_model_file_is_one_line(tmp_path, content, capsys):
     err = capsys.readouterr().err
     assert rc == 2 and "is not a valid ONNX model" in err and "Traceback" not in err
     assert err.strip().count("\n") == 0 or err.strip().splitlines()[-1].startswith("farm:")
+
+
+def test_model_with_an_operator_tvm_cannot_import_is_one_line(tmp_path, capsys):
+    """ONNX Runtime runs Det; TVM's ONNX frontend has no converter for it: refused up front."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    from farm.cli import main
+
+    graph = helper.make_graph([helper.make_node("Det", ["x"], ["y"])], "det",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 3])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    path = tmp_path / "det.onnx"
+    onnx.save(model, str(path))
+    rc = main(["run", "--model", str(path), "--devices", str(REPO / "devices.yaml"),
+               "--data-dir", str(tmp_path / "d"), "--device", "host"])
+    err = capsys.readouterr().err
+    assert rc == 2 and f"{path} uses Det, which TVM's ONNX frontend cannot import" in err
+    assert "Traceback" not in err
+
+
+def test_upload_that_never_completes_times_out(write, shared_data, no_orphans):
+    """The board stops answering once the upload has begun: the upload's timeout fires, the
+    device is recorded as timed out and quarantined, and nothing is left running."""
+    fired = []
+
+    def freeze_on_upload(msg: str) -> None:
+        if "uploading" in msg and not fired:
+            fired.append(msg)
+            for p in _servers():
+                for q in [p, *p.children(recursive=True)]:
+                    q.suspend()
+
+    suite = FAST + "timeouts: {upload: 5}\n"
+    _, results, _ = _run(write, shared_data, suite, HOST_ONLY + "    retries: 0\n", freeze_on_upload)
+    corr = results[("host", "correctness")]
+    assert fired and corr.status == "error" and corr.kind == "timeout"
+    assert "upload did not finish within 5 s" in corr.reason

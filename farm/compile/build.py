@@ -36,6 +36,19 @@ class Artifact:
     meta: dict[str, Any] = field(default_factory=dict)
 
 
+def check_importable(model, model_path: Path) -> None:
+    """Refuse up front, once for all devices, a model with operators TVM's ONNX frontend lacks."""
+    from tvm.relax.frontend.onnx.onnx_frontend import _get_convert_map
+
+    if has_qoperators(model):
+        model = qoperator_to_qdq(model)
+    known = _get_convert_map()
+    missing = sorted({n.op_type for n in model.graph.node if n.op_type not in known})
+    if missing:
+        raise FarmError(f"{model_path} uses {', '.join(missing)}, which TVM's ONNX frontend cannot import",
+                        "replace those operators (or export the model with supported ones)")
+
+
 def import_onnx(model_path: Path):
     """The Relax module of an ONNX model, with weights as constants."""
     from tvm import relax

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from farm.compile.build import Artifact
+from farm.compile.build import Artifact, check_importable
 from farm.compile.host import INTERESTING, host_info
 from farm.compile.worker import compile_isolated
 from farm.config.devices import Device
@@ -77,6 +77,7 @@ def prepare(suite: Suite, data_dir: Path) -> PreparedSuite:
         path = suite.model.path
         model = ModelFiles(path.stem, path)
     proto = load_onnx(model.path)
+    check_importable(proto, model.path)
     feeds = make_inputs(model_inputs(proto), suite.inputs)
     return PreparedSuite(suite, model, feeds, run_reference(model.path, feeds), output_steps(proto),
                          exact_outputs(proto, feeds))
@@ -205,6 +206,8 @@ class DeviceRun:
         bounded("bring-up", lambda: self.farm.start(self.device), t.open, kill)
         session = bounded("opening a session", lambda: transport.open(t.open), t.open, kill)
         try:
+            self.session.opts.progress(f"[{self.device.name}] uploading {art.lib.name} "
+                                       f"({art.lib.stat().st_size / 1e6:.1f} MB)")
             start = time.perf_counter()
             model = bounded("upload", lambda: session.load(art.lib), t.upload, kill)
             upload_seconds = time.perf_counter() - start
