@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from farm.compile.build import compile_model
 from farm.compile.cache import cache_key
 from farm.config.devices import load_devices
@@ -36,3 +38,13 @@ def test_builtin_models_are_deterministic(tmp_path):
     a = build_builtin("tinyconv", tmp_path / "a")
     b = build_builtin("tinyconv", tmp_path / "b")
     assert a.path.read_bytes() == b.path.read_bytes()
+
+
+def test_artifact_paths_are_absolute_for_a_relative_cache(write, tmp_path, shared_data, monkeypatch):
+    """`--data-dir .farm` is relative; the artifact is run from other directories (the Hexagon
+    simulator runs in a scratch directory), so its path must not be."""
+    device = load_devices(write("devices.yaml", HOST_ONLY)).devices[0]
+    model = build_builtin("tinyconv", shared_data / "models")
+    monkeypatch.chdir(tmp_path)
+    art = compile_model(model.path, device, Path("cache"))
+    assert art.lib.is_absolute() and art.lib.exists()

@@ -43,7 +43,9 @@ def cache_key(model_path: Path, target: dict[str, Any], options: dict[str, Any])
 
 class Cache:
     def __init__(self, root: Path):
-        self.root = root
+        # absolute: artifacts are used from other working directories (a simulator runs its
+        # executable from a scratch directory)
+        self.root = root.resolve()
 
     def lookup(self, key: str) -> dict[str, Any] | None:
         """The entry's metadata if it is complete and its files still hash as recorded."""
