@@ -279,3 +279,55 @@ def test_several_inputs_and_tuple_output(tmp_path):
     got_b, got_a = _build_and_load(bb.get(), tmp_path).run([a, b])
     np.testing.assert_array_equal(got_a, a.astype(np.int64) @ wa)
     np.testing.assert_array_equal(got_b, _conv_ref(b, wb, 1, 1))
+
+
+def _residual_mean_module(c: int):
+    """The tail of a quantized ResNet as the integer lowering emits it: requantize a conv
+    accumulator to u8, add the u8 shortcut on the output grid with relu, global-average sum.
+    The zero pipeline fuses all of it into one kernel (~40 elementwise stages and a reduction)."""
+    from tvm import relax
+
+    from farm.compile.int8.fixedpoint import const, i64, requantize, round_shift, to_fixed_point
+
+    op = relax.op
+    fp = to_fixed_point(np.full((1, c, 1, 1), 0.0123))  # per output channel, as after a conv
+    bias = np.arange(c, dtype=np.int32).reshape(1, c, 1, 1) * 37 - 500
+    shift = 30
+    k = np.array([1079572356, 644633597])
+    bb = relax.BlockBuilder()
+    acc = relax.Var("acc", relax.TensorType((1, c, 7, 7), "int32"))
+    res = relax.Var("res", relax.TensorType((1, c, 7, 7), "uint8"))
+    with bb.function("main", [acc, res]):
+        with bb.dataflow():
+            biased = bb.emit(op.add(acc, const(bias)))
+            q1 = bb.emit(requantize(bb, biased, fp, 120, 0, 255, "uint8"))
+            terms = [op.multiply(op.subtract(op.astype(v, "int64"), i64(z)), i64(m))
+                     for v, z, m in ((q1, 120, k[0]), (res, 7, k[1]))]
+            q = bb.emit(op.add(*terms))
+            y = bb.emit(round_shift(bb, q, np.asarray(shift), 0, 0, 255, "uint8"))
+            total = bb.emit(op.sum(op.astype(y, "int32"), axis=[2, 3], keepdims=True))
+            out = bb.emit_output(op.subtract(total, const(np.int32(0))))
+        bb.emit_func_output(out)
+    return bb.get(), bias, fp, shift, k
+
+
+@needs_qemu
+def test_fused_requantize_add_mean_is_exact(tmp_path):
+    """Regression: this fused kernel lost 1 LSB on Hexagon when its stages were materialized in
+    shared workspace buffers (qresnet50 was 93.85% exact, x86 100%)."""
+    from farm.compile.int8.fixedpoint import requantize_np
+
+    c = 64
+    mod, bias, fp, shift, k = _residual_mean_module(c)
+    rng = np.random.default_rng(0)
+    acc = rng.integers(-300000, 300000, (1, c, 7, 7)).astype(np.int32)
+    res = rng.integers(0, 256, (1, c, 7, 7)).astype(np.uint8)
+    q1 = requantize_np(acc + bias, fp, 120, 0, 255)
+    q = (q1 - 120) * k[0] + (res.astype(np.int64) - 7) * k[1]
+    one = np.asarray([1], dtype=np.int64)
+    from farm.compile.int8.fixedpoint import FixedPoint
+
+    y = requantize_np(q, FixedPoint(one, np.asarray([shift])), 0, 0, 255)
+    want = y.sum(axis=(2, 3), keepdims=True).astype(np.int32)
+    got = _build_and_load(mod, tmp_path).run([acc, res])[0]
+    np.testing.assert_array_equal(got, want)

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from farm.compile.cache import file_hash
 from farm.compile.hexagon import driver, toolchain
+from farm.compile.hexagon.inline import inline_stages
 from farm.compile.hexagon.plan import make_plan
 from farm.compile.hexagon.tvm_adapt import build_kernels, kernel_target_dict
 from farm.compile.hexagon.vrmpy import use_vrmpy
@@ -39,6 +40,7 @@ def build_executable(mod, tag: str, out: Path) -> None:
         raise FarmError(f"the Hexagon toolchain is incomplete: missing {', '.join(missing)}",
                         "install the listed Debian packages")
     mod = relax.get_pipeline("zero")(use_vrmpy(mod))  # legalize, fold constants, fuse into call_tir kernels
+    mod = inline_stages(mod)  # no materialized intermediate stages (see inline.py)
     plan = make_plan(mod)
     target = kernel_target_dict(tag)
     work = out / "work"

@@ -25,9 +25,9 @@ MIN_PARALLEL_WORK = 1 << 20
 ATTR_LANES = "farm.lanes"  # output channels per micro-kernel call (one vector register)
 
 
-def _inline_epilogue(sch, conv, keep: set[str]):
-    """Inline every injective block except the conv, the input block and the last writer of the
-    output; returns the block that consumes the conv result (None if the conv writes the output)."""
+def inline_blocks(sch, keep: set[str] = frozenset()) -> None:
+    """Inline every block of the PrimFunc in `sch` that can be (injective, not writing the
+    function's output), except those named in `keep`, into its consumers."""
     changed = True
     while changed:
         changed = False
@@ -40,6 +40,12 @@ def _inline_epilogue(sch, conv, keep: set[str]):
                 continue
             changed = True
             break
+
+
+def _inline_epilogue(sch, conv, keep: set[str]):
+    """Inline every injective block except the conv, the input block and the last writer of the
+    output; returns the block that consumes the conv result (None if the conv writes the output)."""
+    inline_blocks(sch, keep)
     consumers = sch.get_consumers(conv)
     return consumers[0] if len(consumers) == 1 else None
 
