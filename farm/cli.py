@@ -7,6 +7,7 @@ import argparse
 import logging
 import os
 import shlex
+import signal
 import sys
 from pathlib import Path
 
@@ -73,6 +74,9 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    # Ctrl-C must stop a run cleanly even when farm was started as a background job, where the
+    # shell leaves SIGINT ignored and Python would then never raise KeyboardInterrupt
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     logging.basicConfig(level=logging.WARNING)
     logging.getLogger("root").setLevel(logging.ERROR)  # ORT quantizer's pre-processing advice
     args = _parser().parse_args(argv)

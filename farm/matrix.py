@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import multiprocessing
 import multiprocessing.connection
+import signal
 import sys
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -93,6 +94,7 @@ def _worker(run_id: str, device: Device, suites: list[Suite], data_dir: Path) ->
     from farm.transports.procs import exit_with_parent
 
     exit_with_parent()
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # see farm.cli.main
     opts = RunOptions(data_dir=data_dir, run_id=run_id,
                       log_dir=data_dir / "logs" / run_id / device.name)
     try:

@@ -39,9 +39,14 @@ def no_orphans():
     """Fails the test if it leaves any child process of this test process behind."""
     before = {p.pid for p in psutil.Process(os.getpid()).children(recursive=True)}
     yield
-    left = [p for p in psutil.Process(os.getpid()).children(recursive=True)
-            if p.pid not in before and p.status() != psutil.STATUS_ZOMBIE]
-    assert not left, f"processes left behind: {[(p.pid, p.cmdline()[:4]) for p in left]}"
+    left = []
+    for p in psutil.Process(os.getpid()).children(recursive=True):
+        try:
+            if p.pid not in before and p.status() != psutil.STATUS_ZOMBIE:
+                left.append((p.pid, p.cmdline()[:4]))
+        except psutil.Error:  # exited while we looked
+            pass
+    assert not left, f"processes left behind: {left}"
 
 
 HOST_ONLY = """

@@ -23,14 +23,23 @@ latency: {repeat: 30, number: 5}
 """
 
 
+def _children_running(module: str) -> list[psutil.Process]:
+    found = []
+    for p in psutil.Process(os.getpid()).children(recursive=True):
+        try:
+            if module in " ".join(p.cmdline()):
+                found.append(p)
+        except psutil.Error:  # exited (or a zombie) while we looked
+            pass
+    return found
+
+
 def _servers() -> list[psutil.Process]:
-    me = psutil.Process(os.getpid())
-    return [p for p in me.children(recursive=True) if "tvm.exec.rpc_server" in " ".join(p.cmdline())]
+    return _children_running("tvm.exec.rpc_server")
 
 
 def _tracker() -> psutil.Process:
-    me = psutil.Process(os.getpid())
-    return [p for p in me.children(recursive=True) if "tvm.exec.rpc_tracker" in " ".join(p.cmdline())][0]
+    return _children_running("tvm.exec.rpc_tracker")[0]
 
 
 def _run(write, data, suite_text, devices_text, on_message):
