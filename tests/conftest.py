@@ -34,6 +34,19 @@ def write(tmp_path):
     return _write
 
 
+def assert_config_error(load, path: Path, line: int, fragment: str) -> None:
+    """load(path) raises a ConfigError that names the file and line, says `fragment`, and gives
+    what is wrong — what to do on one line."""
+    from farm.errors import ConfigError
+
+    with pytest.raises(ConfigError) as err:
+        load(path)
+    msg = err.value.format()
+    assert msg.startswith(f"{path}:{line}: "), msg
+    assert fragment in msg
+    assert " — " in msg and "\n" not in msg, msg
+
+
 @pytest.fixture
 def no_orphans():
     """Fails the test if it leaves any child process of this test process behind."""

@@ -7,6 +7,7 @@ import pytest
 from farm.cli import main
 from farm.config.devices import load_devices
 from farm.errors import ConfigError
+from tests.conftest import assert_config_error
 
 VALID = """
 devices:
@@ -39,7 +40,7 @@ def test_shipped_registry_is_valid():
     from tests.conftest import REPO
 
     names = [d.name for d in load_devices(REPO / "devices.yaml").devices]
-    assert names == ["host", "x86-avx512-vnni", "arm64-qemu", "hexagon-v68-sim"]
+    assert names == ["host", "x86-avx512-vnni", "x86-avx2", "arm64-qemu", "hexagon-v68-sim"]
 
 
 @pytest.mark.parametrize("text, line, fragment", [
@@ -72,13 +73,7 @@ def test_shipped_registry_is_valid():
     ("- just a list\n", 1, "must be a mapping"),
 ])
 def test_errors_name_file_and_line(write, text, line, fragment):
-    path = write("devices.yaml", text)
-    with pytest.raises(ConfigError) as err:
-        load_devices(path)
-    msg = err.value.format()
-    assert msg.startswith(f"{path}:{line}: "), msg
-    assert fragment in msg
-    assert " — " in msg and "\n" not in msg  # what is wrong — what to do, on one line
+    assert_config_error(load_devices, write("devices.yaml", text), line, fragment)
 
 
 def test_typo_gets_a_suggestion(write):

@@ -6,8 +6,7 @@ import pytest
 
 from farm.cli import main
 from farm.config.suites import find_suite, load_suite
-from farm.errors import ConfigError
-from tests.conftest import REPO
+from tests.conftest import REPO, assert_config_error
 
 
 def test_shipped_suites_are_valid():
@@ -44,10 +43,7 @@ def test_suite_fields(write):
     ("model: {builtin: tinyconv}\ninputs: {low: 1, high: 0}\n", 2, "must be above 'low'"),
 ])
 def test_suite_errors(write, text, line, fragment):
-    path = write("s.yaml", text)
-    with pytest.raises(ConfigError) as err:
-        load_suite(path)
-    assert err.value.format().startswith(f"{path}:{line}: ") and fragment in err.value.format()
+    assert_config_error(load_suite, write("s.yaml", text), line, fragment)
 
 
 def test_unknown_suite_name_lists_known_ones(capsys):
