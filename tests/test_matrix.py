@@ -43,7 +43,7 @@ def test_repeat_overrides_and_devices_group_per_worker(tmp_path, registry):
                     registry, SUITES)
     assert m.parallel == 1 and m.name == "m"
     workers = m.by_device()
-    assert list(workers) == ["host", "x86-avx512-vnni"]
+    assert list(workers) == ["host", "x86-avx512-vnni", "x86-avx2"]
     assert [s.name for s in workers["host"][1]] == ["smoke", "qresnet50"]
     assert workers["host"][1][0].latency.repeat == 7 and workers["host"][1][1].latency.repeat == 10
 
