@@ -27,7 +27,8 @@ def pack_convs(mod, plan: Plan):
     """Rewrite the convs of `mod` (see module doc); returns (module, report lines)."""
     from tvm import relax
 
-    from farm.compile.schedules.conv import Packing, conv_shape, conv_te, pack_weight
+    from farm.compile.schedules.arm import SIGNED_DATA
+    from farm.compile.schedules.conv import Packing, conv_shape, conv_te, pack_weight, shift_correction
     from farm.compile.schedules.cpu import ATTR_INTRIN, ATTR_LANES, ATTR_LAYOUT, ATTR_PX, ATTR_VO
 
     conv_op = relax.op.nn.conv2d(relax.Var("x", relax.TensorType([1, 1, 1, 1], "float32")),
@@ -48,8 +49,9 @@ def pack_convs(mod, plan: Plan):
             if choice is None:
                 report.append(f"{shape.key()}: no template for this target or shape, left to LLVM")
                 return call
-            p = Packing(choice.layout, choice.vo)
-            w = pack_weight(call.args[1].value.numpy(), p)
+            weight = call.args[1].value.numpy()
+            p = Packing(choice.layout, choice.vo, shape.dtype == "uint8" and choice.intrin in SIGNED_DATA)
+            w = pack_weight(weight, p)
             attrs = {ATTR_LAYOUT: p.layout, ATTR_VO: p.vo, ATTR_PX: choice.px, ATTR_LANES: choice.lanes}
             if choice.intrin:
                 attrs[ATTR_INTRIN] = choice.intrin
@@ -61,8 +63,9 @@ def pack_convs(mod, plan: Plan):
                 return conv_te(data, weight, shape, p, pad, dil, attrs)
 
             report.append(f"{shape.key()}: {choice.describe()}")
-            return self.builder_.call_te(te_fn, call.args[0], relax.const(w, str(w.dtype)),
-                                         primfunc_name_hint="conv2d_packed")
+            out = self.builder_.call_te(te_fn, call.args[0], relax.const(w, str(w.dtype)),
+                                        primfunc_name_hint="conv2d_packed")
+            return relax.op.add(out, relax.const(shift_correction(weight))) if p.shift else out
 
     rw = Rewriter(mod)
     for gv, func in list(mod.functions.items()):
@@ -77,11 +80,12 @@ def schedule_kernels(cores: int, report: list[str], vector_bits: int):
     import tvm
     from tvm import s_tir, tirx
 
+    from farm.compile.schedules import arm, intrin
     from farm.compile.schedules.conv import CONV_BLOCK
     from farm.compile.schedules.cpu import schedule_conv, schedule_matmul
-    from farm.compile.schedules.intrin import register
 
-    register()
+    intrin.register()
+    arm.register()
 
     def one(func):
         sch = s_tir.Schedule(func)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
+from farm.compile.schedules.arm import SDOT_4x4, sdot_fits
 from farm.compile.schedules.conv import ConvShape
 from farm.compile.schedules.intrin import AVX2_8x2, VNNI_16x4
 
@@ -32,6 +33,7 @@ class TargetFeatures:
     vnni: bool  # AVX512-VNNI (vpdpbusd on zmm)
     cores: int
     avx2: bool = False
+    dotprod: bool = False  # aarch64 FEAT_DotProd (sdot / udot)
 
 
 def target_features(target) -> TargetFeatures:
@@ -48,7 +50,8 @@ def target_features(target) -> TargetFeatures:
     vnni = family == "x86" and bool(codegen.target_has_features("avx512vnni", target))
     cores = int(target.attrs.get("num-cores", 1) or 1)
     avx2 = family == "x86" and bool(codegen.target_has_features("avx2", target))
-    return TargetFeatures(family, bits, vnni, cores, avx2)
+    dotprod = family == "arm" and bool(codegen.target_has_features("dotprod", target))
+    return TargetFeatures(family, bits, vnni, cores, avx2, dotprod)
 
 
 def _divisor_at_most(n: int, cap: int) -> int:
@@ -71,6 +74,9 @@ class Plan:
                 and s.dtype in ("uint8", "int8", "int16") and s.wdtype in ("int8", "int16"):
             vo = 16 if s.oc % 16 == 0 else 8
             return Choice("oc2i", vo, _divisor_at_most(s.ow, self.max_px()), 8, AVX2_8x2)
+        if self.features.dotprod and sdot_fits(s):
+            vo = 16 if s.oc % 16 == 0 else 8 if s.oc % 8 == 0 else 4
+            return Choice("oc4i", vo, _divisor_at_most(s.ow, self.max_px()), 4, SDOT_4x4)
         lanes = max(self.features.vector_bits // 32, 4)  # fp32 or int32 accumulators
         while lanes >= 4 and s.oc % lanes:
             lanes //= 2

@@ -1,0 +1,58 @@
+"""aarch64 int8 convs on the Armv8.2 dot-product instruction (FEAT_DotProd, mattr +dotprod).
+
+`sdot Vd.4s, Vn.16b, Vm.16b` adds to each of 4 int32 lanes the dot product of 4 int8 pairs. The
+micro-kernel C[4] += sum_k A[4] · B[4, 4] broadcasts the 4 input channels of one pixel (one
+32-bit word) to all lanes and multiplies them with the weights of 4 output channels × 4 input
+channels, packed at compile time as [O/vo, ⌈I/4⌉, KH, KW, vo, 4] (the "oc4i" layout of conv.py).
+
+sdot is signed × signed. int8 activations (TFLite) feed it directly. uint8 activations (ONNX
+Runtime's static quantization) are shifted to int8 while the input is packed, a − 128 = a ^ 0x80,
+and since the weights are constants the dropped term is folded back per output channel at
+compile time: Σ a·w = Σ (a − 128)·w + 128·Σ w (conv.shift_correction). Spatial padding is shifted
+with the data, so a padded zero point stays exact. The result is bit identical to u8 × s8.
+"""
+
+from __future__ import annotations
+
+import functools
+
+from farm.compile.schedules.conv import ConvShape
+
+SDOT_4x4 = "farm_dot_4x4_i8_sdot"
+SIGNED_DATA = frozenset({SDOT_4x4})  # micro-kernels reading int8 data: uint8 inputs are shifted
+
+
+def sdot_fits(s: ConvShape) -> bool:
+    """An integer conv the sdot template computes exactly (int8 weights, 8-bit data, int32 out)."""
+    return s.dtype in ("uint8", "int8") and s.wdtype == "int8" and s.out_dtype == "int32" \
+        and s.oc % 4 == 0
+
+
+def _sdot_impl():
+    from tvm.script import tirx as T
+
+    @T.prim_func(s_tir=True)
+    def impl(A: T.Buffer((4,), "int8", offset_factor=1),
+             B: T.Buffer((4, 4), "int8", offset_factor=1),
+             C: T.Buffer((4,), "int32", offset_factor=1, scope="local")) -> None:
+        with T.sblock("root"):
+            T.reads(C[0:4], A[0:4], B[0:4, 0:4])
+            T.writes(C[0:4])
+            a = T.reinterpret(A.vload([0], "int8x4"), dtype="int32")
+            C[T.ramp(T.int32(0), 1, 4)] = T.call_llvm_pure_intrin(
+                T.llvm_lookup_intrinsic_id("llvm.aarch64.neon.sdot.v4i32.v16i8"),
+                C.vload([0], dtype="int32x4"),
+                B.vload([0, 0], dtype="int8x16"),
+                T.reinterpret(T.broadcast(a, 4), dtype="int8x16"),
+                dtype="int32x4")
+
+    return impl
+
+
+@functools.cache
+def register() -> None:
+    from tvm.s_tir import TensorIntrin
+
+    from farm.compile.schedules.intrin import dot_desc
+
+    TensorIntrin.register(SDOT_4x4, dot_desc(4, 4, "int8", "int8"), _sdot_impl(), override=True)
