@@ -31,7 +31,8 @@ pytestmark = pytest.mark.skipif(shutil.which(arm64.QEMU) is None or shutil.which
                                 reason=f"needs {arm64.QEMU_PACKAGE} and binutils-aarch64-linux-gnu")
 # (in channels, out channels, size, kernel, stride, padding, data dtype)
 CASES = [(3, 32, 17, 3, 2, 1, "uint8"), (16, 16, 14, 1, 1, 0, "uint8"), (20, 64, 9, 3, 1, 1, "uint8"),
-         (20, 64, 9, 3, 1, 1, "int8"), (8, 12, 7, 3, 1, 0, "uint8"), (5, 8, 6, 3, 1, 2, "int8")]
+         (20, 64, 9, 3, 1, 1, "int8"), (8, 12, 7, 3, 1, 0, "uint8"), (5, 8, 6, 3, 1, 2, "int8"),
+         (4, 10, 5, 3, 1, 1, "uint8")]
 
 
 @pytest.fixture(scope="module")
@@ -114,6 +115,35 @@ def test_conv_with_requantize_epilogue_on_qemu(arm, tmp_path, choice):
     np.testing.assert_array_equal(got, want)
 
 
+@pytest.mark.parametrize("m,k,n,dtype", [((1,), 64, 40, "uint8"), ((3,), 20, 16, "int8"),
+                                         ((2, 3), 8, 6, "uint8")])
+def test_dense_as_conv_on_qemu(arm, tmp_path, m, k, n, dtype):
+    """[M, K] × constant [K, N] (+ bias) runs as a 1×1 sdot conv, N padded to the tile (6 → 8)."""
+    from tvm import relax
+
+    device, session = arm
+    rng = np.random.default_rng(k * n)
+    lo, hi = np.iinfo(dtype).min, np.iinfo(dtype).max
+    x = rng.integers(lo, hi + 1, (*m, k)).astype(dtype)
+    x[..., 0, :] = hi
+    w = rng.integers(-128, 128, (k, n)).astype(np.int8)
+    bias = rng.integers(-1000, 1000, n).astype(np.int32)
+    bb = relax.BlockBuilder()
+    xv = relax.Var("x", relax.TensorType([*m, k], dtype))
+    with bb.function("main", [xv]):
+        with bb.dataflow():
+            y = bb.emit(relax.op.matmul(xv, relax.const(w), out_dtype="int32"))
+            y = bb.emit_output(relax.op.add(y, relax.const(bias)))
+        bb.emit_func_output(y)
+    target = make_target(device)
+    ex, report = build(bb.get(), target, target_features(target), None)
+    lib = _export(ex, device, tmp_path / "d.so")
+    np.testing.assert_array_equal(session.load(lib).run([x])[0],
+                                  x.astype(np.int64) @ w.astype(np.int64) + bias)
+    assert any(SDOT_4x4 in line for line in report), report
+    assert "\tsdot\t" in _disasm(lib, "dense_packed")
+
+
 def _padded_conv_model(zp: int) -> onnx.ModelProto:
     """Q(input) with zero point zp → conv 3×3 padded (the lowering pads with zp) → Q."""
     g = QDQ(seed=zp)
@@ -144,9 +174,9 @@ def test_hand_written_patterns_match_host(arm, registry, tmp_path, per_channel):
     onnx.save(patterns(per_channel), str(path))
     feeds = make_inputs(model_inputs(onnx.load(str(path))), InputSpec(seed=7, count=2))
     lowering = _compare_with_host(session, registry, device, path, feeds, tmp_path)
-    # the one u8 × i8 conv with groups 1; the depthwise conv, the int16 conv and the
-    # matmuls keep their other templates
-    assert lowering["summary"]["kernels_with"]["sdot/udot"] == 1, lowering["kernels"]
+    # the u8 × i8 conv with groups 1 and the [1, 4, 4] × [4, 6] matmul (6 columns padded to 8);
+    # the depthwise conv, the int16 conv and the activation × activation matmul do not
+    assert lowering["summary"]["kernels_with"]["sdot/udot"] == 2, lowering["kernels"]
 
 
 def _compare_with_host(session, registry, device, path: Path, feeds, tmp_path: Path) -> dict:
@@ -178,8 +208,8 @@ def test_plan_uses_sdot_only_where_the_target_has_it():
         assert c.intrin == SDOT_4x4 and c.layout == "oc4i" and c.lanes == 4 and c.vo == 16
         assert plain.choose(shape(dtype, "int8", "int32")).intrin == ""  # generic template
     assert dot.choose(shape("uint8", "int8", "int32", oc=12)).vo == 4
-    # int16 operands (weight zero point ≠ 0), float, and channel counts sdot cannot tile
-    for s in (shape("int16", "int16", "int32"), shape("float32", "float32", "float32"),
-              shape("uint8", "int8", "int32", oc=6)):
+    assert dot.choose(shape("uint8", "int8", "int32", oc=6)).vo == 4  # padded to 8 channels
+    # int16 operands (weight zero point ≠ 0) and float keep the generic template
+    for s in (shape("int16", "int16", "int32"), shape("float32", "float32", "float32")):
         c = dot.choose(s)
         assert c is None or c.intrin == "", s

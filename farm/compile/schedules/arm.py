@@ -4,6 +4,7 @@
 micro-kernel C[4] += sum_k A[4] · B[4, 4] broadcasts the 4 input channels of one pixel (one
 32-bit word) to all lanes and multiplies them with the weights of 4 output channels × 4 input
 channels, packed at compile time as [O/vo, ⌈I/4⌉, KH, KW, vo, 4] (the "oc4i" layout of conv.py).
+A matmul with a constant weight runs as a 1×1 conv (dense_shape).
 
 sdot is signed × signed. int8 activations (TFLite) feed it directly. uint8 activations (ONNX
 Runtime's static quantization) are shifted to int8 while the input is packed, a − 128 = a ^ 0x80,
@@ -16,6 +17,8 @@ from __future__ import annotations
 
 import functools
 
+import numpy as np
+
 from farm.compile.schedules.conv import ConvShape
 
 SDOT_4x4 = "farm_dot_4x4_i8_sdot"
@@ -23,9 +26,27 @@ SIGNED_DATA = frozenset({SDOT_4x4})  # micro-kernels reading int8 data: uint8 in
 
 
 def sdot_fits(s: ConvShape) -> bool:
-    """An integer conv the sdot template computes exactly (int8 weights, 8-bit data, int32 out)."""
-    return s.dtype in ("uint8", "int8") and s.wdtype == "int8" and s.out_dtype == "int32" \
-        and s.oc % 4 == 0
+    """An integer conv the sdot template computes exactly (int8 weights, 8-bit data, int32 out);
+    output channels that do not fill a tile are padded with zero weights."""
+    return s.dtype in ("uint8", "int8") and s.wdtype == "int8" and s.out_dtype == "int32"
+
+
+def dense_shape(call) -> ConvShape | None:
+    """A relax matmul [..., M, K] × constant int8 [K, N] → int32 as the ConvShape of the 1×1 conv
+    over the M·(leading dims) pixels that computes it (data [1, K, M, 1], weight [N, K, 1, 1]);
+    None for other matmuls."""
+    from tvm.ir import GenericConst
+
+    data, weight = call.args[0], call.args[1]
+    if not isinstance(weight, GenericConst) or str(weight.ty.dtype) != "int8":
+        return None
+    try:
+        *lead, k = (int(d) for d in data.ty.shape)
+        _, n = (int(d) for d in weight.ty.shape)
+    except (TypeError, ValueError):  # weight not 2-D, or a dynamic shape
+        return None
+    m = int(np.prod(lead))
+    return ConvShape(1, k, m, 1, n, 1, 1, m, 1, (1, 1), str(data.ty.dtype), "int8", str(call.ty.dtype))
 
 
 def _sdot_impl():

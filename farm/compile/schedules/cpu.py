@@ -8,7 +8,7 @@ the epilogue (bias, requantize / relu) computed per tile from that buffer, the o
 - generic: the innermost loop over output channels is a vector multiply-add micro-kernel (fp32
   FMA, or int32 multiply after widening for integers), `vo / lanes` of them per input value.
 - dot product (u8×i8→i32, weights [O/vo, I/4, KH, KW, vo, 4]): the (vo, 4) inner loops are
-  tensorized with a dot-product micro-kernel (vpdpbusd on AVX512-VNNI).
+  tensorized with a dot-product micro-kernel (vpdpbusd on AVX512-VNNI, sdot on aarch64: arm.py).
 """
 
 from __future__ import annotations
