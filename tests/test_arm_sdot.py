@@ -198,8 +198,8 @@ def test_plan_uses_sdot_only_where_the_target_has_it():
         return target_features(tvm.target.Target({"kind": "llvm", "mtriple": "aarch64-linux-gnu",
                                                   "mcpu": mcpu, "mattr": mattr}))
 
-    def shape(dtype: str, wdtype: str, out: str, oc: int = 32) -> ConvShape:
-        return ConvShape(1, 16, 8, 8, oc, 3, 3, 6, 6, (1, 1), dtype, wdtype, out)
+    def shape(dtype: str, wdtype: str, out: str, oc: int = 32, ow: int = 6) -> ConvShape:
+        return ConvShape(1, 16, 8, 8, oc, 3, 3, 6, ow, (1, 1), dtype, wdtype, out)
 
     dot, plain = Plan(feats("cortex-a76", ["+neon", "+dotprod"])), Plan(feats("cortex-a53", ["+neon"]))
     assert dot.features.dotprod and not plain.features.dotprod
@@ -209,6 +209,9 @@ def test_plan_uses_sdot_only_where_the_target_has_it():
         assert plain.choose(shape(dtype, "int8", "int32")).intrin == ""  # generic template
     assert dot.choose(shape("uint8", "int8", "int32", oc=12)).vo == 4
     assert dot.choose(shape("uint8", "int8", "int32", oc=6)).vo == 4  # padded to 8 channels
+    # register tiles: 16 channels × 6 pixels; a 7-wide row 8 × 7 rather than 16 × 1
+    wide, narrow = (dot.choose(shape("uint8", "int8", "int32", oc=512, ow=ow)) for ow in (6, 7))
+    assert (wide.vo, wide.px) == (16, 6) and (narrow.vo, narrow.px) == (8, 7)
     # int16 operands (weight zero point ≠ 0) and float keep the generic template
     for s in (shape("int16", "int16", "int32"), shape("float32", "float32", "float32")):
         c = dot.choose(s)

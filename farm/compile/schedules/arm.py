@@ -23,12 +23,26 @@ from farm.compile.schedules.conv import ConvShape
 
 SDOT_4x4 = "farm_dot_4x4_i8_sdot"
 SIGNED_DATA = frozenset({SDOT_4x4})  # micro-kernels reading int8 data: uint8 inputs are shifted
+MAX_ACC = 24  # accumulator registers of a tile (of 32: + vo/4 weight vectors + 1 broadcast)
 
 
 def sdot_fits(s: ConvShape) -> bool:
     """An integer conv the sdot template computes exactly (int8 weights, 8-bit data, int32 out);
     output channels that do not fill a tile are padded with zero weights."""
     return s.dtype in ("uint8", "int8") and s.wdtype == "int8" and s.out_dtype == "int32"
+
+
+def sdot_tile(s: ConvShape) -> tuple[int, int]:
+    """(output channels, pixels) per register tile: the most accumulators (pixels × vo/4 vectors,
+    at most MAX_ACC so weights and the broadcast input still fit the 32 NEON registers), pixels
+    dividing the row, more output channels on ties (fewer broadcasts per sdot). E.g. a 7-wide row
+    gets 8 channels × 7 pixels (14 accumulators), not 16 × 1 (4)."""
+    def acc(t: tuple[int, int]) -> tuple[int, int]:
+        return t[0] // 4 * t[1], t[0]
+
+    options = [(vo, px) for vo in (16, 8, 4) if s.oc % vo == 0 or vo == 4
+               for px in range(1, s.ow + 1) if s.ow % px == 0 and vo // 4 * px <= MAX_ACC]
+    return max(options, key=acc)
 
 
 def dense_shape(call) -> ConvShape | None:

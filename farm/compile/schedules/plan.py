@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
-from farm.compile.schedules.arm import SDOT_4x4, sdot_fits
+from farm.compile.schedules.arm import SDOT_4x4, sdot_fits, sdot_tile
 from farm.compile.schedules.conv import ConvShape
 from farm.compile.schedules.intrin import AVX2_8x2, VNNI_16x4
 
@@ -75,8 +75,8 @@ class Plan:
             vo = 16 if s.oc % 16 == 0 else 8
             return Choice("oc2i", vo, _divisor_at_most(s.ow, self.max_px()), 8, AVX2_8x2)
         if self.features.dotprod and sdot_fits(s):
-            vo = 16 if s.oc % 16 == 0 else 8 if s.oc % 8 == 0 else 4
-            return Choice("oc4i", vo, _divisor_at_most(s.ow, self.max_px()), 4, SDOT_4x4)
+            vo, px = sdot_tile(s)
+            return Choice("oc4i", vo, px, 4, SDOT_4x4)
         lanes = max(self.features.vector_bits // 32, 4)  # fp32 or int32 accumulators
         while lanes >= 4 and s.oc % lanes:
             lanes //= 2
