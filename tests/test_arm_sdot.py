@@ -5,6 +5,7 @@ int8 models equal to the host build, and sdot in the disassembly."""
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -15,7 +16,7 @@ import pytest
 
 from farm.compile.build import compile_model
 from farm.compile.schedules import Choice, Plan, target_features
-from farm.compile.schedules.arm import SDOT_4x4
+from farm.compile.schedules.arm import SDOT_4x4, USDOT_4x4
 from farm.compile.schedules.conv import ConvShape, shift_correction
 from farm.compile.schedules.kernel import build, conv_module, reference_conv
 from farm.compile.targets import export_fn, make_target
@@ -27,6 +28,7 @@ from tests.conftest import run_lib
 from tests.qdq_graphs import QDQ, patterns
 
 OBJDUMP = "aarch64-linux-gnu-objdump"
+SHIFT = re.compile(r"\teor\t.*#0x80")
 pytestmark = pytest.mark.skipif(shutil.which(arm64.QEMU) is None or shutil.which(OBJDUMP) is None,
                                 reason=f"needs {arm64.QEMU_PACKAGE} and binutils-aarch64-linux-gnu")
 # (in channels, out channels, size, kernel, stride, padding, data dtype)
@@ -78,6 +80,28 @@ def test_shift_identity_in_numpy():
 @pytest.mark.parametrize("case", CASES, ids=[f"{c[0]}x{c[1]}-{c[6]}-s{c[4]}p{c[5]}" for c in CASES])
 def test_sdot_conv_is_exact_on_qemu(arm, tmp_path, case):
     device, session = arm
+    asm = _conv_on_qemu(session, device, make_target(device), case, tmp_path, SDOT_4x4)
+    assert "\tsdot\t" in asm and "smull" not in asm and "smlal" not in asm
+    assert bool(SHIFT.search(asm)) == (case[6] == "uint8")  # a ^ 0x80 while packing uint8 data
+
+
+# (the qemu CPU model "max" has FEAT_I8MM)
+@pytest.mark.parametrize("case,intrin", [(CASES[0], USDOT_4x4), (CASES[4], USDOT_4x4), (CASES[3], SDOT_4x4)],
+                         ids=["u8-s2p1", "u8-oc12", "s8"])
+def test_i8mm_target_takes_uint8_unshifted_with_usdot(arm, tmp_path, case, intrin):
+    import tvm
+
+    device, session = arm
+    target = tvm.target.Target({"kind": "llvm", "mtriple": "aarch64-linux-gnu", "mcpu": "cortex-a76",
+                                "mattr": ["+neon", "+dotprod", "+i8mm"], "num-cores": 1})
+    asm = _conv_on_qemu(session, device, target, case, tmp_path, intrin)
+    mnemonic = "usdot" if intrin == USDOT_4x4 else "sdot"
+    assert f"\t{mnemonic}\t" in asm and not SHIFT.search(asm)  # no shift of the data
+
+
+def _conv_on_qemu(session, device, target, case, tmp_path: Path, intrin: str) -> str:
+    """Build the conv of `case` for `target`, check it uses `intrin` and is bit exact on qemu
+    (edge values, the most negative weights); returns the conv kernel's disassembly."""
     ic, oc, size, k, stride, pad, dtype = case
     rng = np.random.default_rng(ic * 100 + oc)
     lo, hi = np.iinfo(dtype).min, np.iinfo(dtype).max
@@ -85,15 +109,13 @@ def test_sdot_conv_is_exact_on_qemu(arm, tmp_path, case):
     x[:, :, 0, :], x[:, :, -1, :], x[:, :, :, 0] = lo, hi, 128 if dtype == "uint8" else 0  # edges
     w = rng.integers(-128, 128, (oc, ic, k, k)).astype(np.int8)
     w[0] = -128  # an output channel at the most negative weight: the largest correction
-    target = make_target(device)
     ex, report = build(conv_module(list(x.shape), dtype, w, stride, pad, "int32"), target,
                        target_features(target), None)
-    assert any(SDOT_4x4 in line for line in report), report
+    assert any(line.endswith(intrin) for line in report), report
     lib = _export(ex, device, tmp_path / "k.so")
     got = session.load(lib).run([x])[0]
     np.testing.assert_array_equal(got, reference_conv(x, w, stride, pad))
-    asm = _disasm(lib, "conv2d_packed")
-    assert "\tsdot\t" in asm and "smull" not in asm and "smlal" not in asm
+    return _disasm(lib, "conv2d_packed")
 
 
 @pytest.mark.parametrize("choice", [Choice("oc4i", 16, 3, 4, SDOT_4x4), Choice("oc4i", 16, 6, 4, SDOT_4x4),
@@ -115,10 +137,11 @@ def test_conv_with_requantize_epilogue_on_qemu(arm, tmp_path, choice):
     np.testing.assert_array_equal(got, want)
 
 
-@pytest.mark.parametrize("m,k,n,dtype", [((1,), 64, 40, "uint8"), ((3,), 20, 16, "int8"),
-                                         ((2, 3), 8, 6, "uint8")])
-def test_dense_as_conv_on_qemu(arm, tmp_path, m, k, n, dtype):
-    """[M, K] × constant [K, N] (+ bias) runs as a 1×1 sdot conv, N padded to the tile (6 → 8)."""
+@pytest.mark.parametrize("m,k,n,dtype,i8mm", [((1,), 64, 40, "uint8", False), ((3,), 20, 16, "int8", False),
+                                              ((2, 3), 8, 6, "uint8", False), ((2,), 16, 8, "uint8", True)])
+def test_dense_as_conv_on_qemu(arm, tmp_path, m, k, n, dtype, i8mm):
+    """[M, K] × constant [K, N] (+ bias) runs as a 1×1 sdot (usdot) conv, N padded to the tile."""
+    import tvm
     from tvm import relax
 
     device, session = arm
@@ -135,13 +158,15 @@ def test_dense_as_conv_on_qemu(arm, tmp_path, m, k, n, dtype):
             y = bb.emit(relax.op.matmul(xv, relax.const(w), out_dtype="int32"))
             y = bb.emit_output(relax.op.add(y, relax.const(bias)))
         bb.emit_func_output(y)
-    target = make_target(device)
+    target = tvm.target.Target({**make_target(device).export(), "mattr": ["+neon", "+dotprod", "+i8mm"]}) \
+        if i8mm else make_target(device)
     ex, report = build(bb.get(), target, target_features(target), None)
     lib = _export(ex, device, tmp_path / "d.so")
     np.testing.assert_array_equal(session.load(lib).run([x])[0],
                                   x.astype(np.int64) @ w.astype(np.int64) + bias)
-    assert any(SDOT_4x4 in line for line in report), report
-    assert "\tsdot\t" in _disasm(lib, "dense_packed")
+    intrin, mnemonic = (USDOT_4x4, "usdot") if i8mm else (SDOT_4x4, "sdot")
+    assert any(line.endswith(intrin) for line in report), report
+    assert f"\t{mnemonic}\t" in _disasm(lib, "dense_packed")
 
 
 def _padded_conv_model(zp: int) -> onnx.ModelProto:
@@ -202,7 +227,10 @@ def test_plan_uses_sdot_only_where_the_target_has_it():
         return ConvShape(1, 16, 8, 8, oc, 3, 3, 6, ow, (1, 1), dtype, wdtype, out)
 
     dot, plain = Plan(feats("cortex-a76", ["+neon", "+dotprod"])), Plan(feats("cortex-a53", ["+neon"]))
-    assert dot.features.dotprod and not plain.features.dotprod
+    assert dot.features.dotprod and not plain.features.dotprod and not dot.features.i8mm
+    i8mm = Plan(feats("cortex-a76", ["+neon", "+dotprod", "+i8mm"]))
+    assert i8mm.choose(shape("uint8", "int8", "int32")).intrin == USDOT_4x4
+    assert i8mm.choose(shape("int8", "int8", "int32")).intrin == SDOT_4x4
     for dtype in ("uint8", "int8"):
         c = dot.choose(shape(dtype, "int8", "int32"))
         assert c.intrin == SDOT_4x4 and c.layout == "oc4i" and c.lanes == 4 and c.vo == 16

@@ -2,7 +2,7 @@
 
 1. `pack_convs` (Relax, before legalization): each NCHW/OIHW conv2d with a constant weight becomes
    a TE conv on a weight packed at compile time (conv.py), carrying its schedule choice
-   (template, tile sizes) as block annotations. Where the sdot template applies (arm.py), a matmul
+   (template, tile sizes) as block annotations. Where the sdot/usdot template applies (arm.py), a matmul
    with a constant int8 weight becomes such a conv too (1×1, one pixel per row).
 2. `schedule_kernels` (after FuseOps/FuseTIR): every PrimFunc holding such a conv is scheduled by
    cpu.py; anything else is left to LLVM and listed as skipped in the report.
@@ -32,7 +32,7 @@ def pack_convs(mod, plan: Plan):
     """Rewrite the convs of `mod` (see module doc); returns (module, report lines)."""
     from tvm import relax
 
-    from farm.compile.schedules.arm import SIGNED_DATA, dense_shape
+    from farm.compile.schedules.arm import DOT_INTRINS, SIGNED_DATA, dense_shape
     from farm.compile.schedules.conv import Packing, conv_shape, conv_te, pack_weight, shift_correction
     from farm.compile.schedules.cpu import ATTR_INTRIN, ATTR_LANES, ATTR_LAYOUT, ATTR_PX, ATTR_VO
 
@@ -67,11 +67,11 @@ def pack_convs(mod, plan: Plan):
                                "conv2d_packed")
 
         def dense(self, call):
-            """[M, K] × constant [K, N] as a 1×1 conv over M pixels, where a dot-product template
-            on signed data (sdot) beats the vector-MAC matmul schedule; else left to it."""
+            """[M, K] × constant [K, N] as a 1×1 conv over M pixels, where the aarch64 dot-product
+            template (sdot / usdot) beats the vector-MAC matmul schedule; else left to it."""
             shape = dense_shape(call)
             choice = None if shape is None else plan.choose(shape)
-            if choice is None or choice.intrin not in SIGNED_DATA:
+            if choice is None or choice.intrin not in DOT_INTRINS:
                 return call
             m, k = shape.h, shape.ic
             rows = relax.op.reshape(call.args[0], (m, k))

@@ -11,6 +11,7 @@ Runtime's static quantization) are shifted to int8 while the input is packed, a 
 and since the weights are constants the dropped term is folded back per output channel at
 compile time: Σ a·w = Σ (a − 128)·w + 128·Σ w (conv.shift_correction). Spatial padding is shifted
 with the data, so a padded zero point stays exact. The result is bit identical to u8 × s8.
+Targets with FEAT_I8MM (+i8mm) have `usdot` (u8 × s8) and take uint8 activations unshifted.
 """
 
 from __future__ import annotations
@@ -22,8 +23,15 @@ import numpy as np
 from farm.compile.schedules.conv import ConvShape
 
 SDOT_4x4 = "farm_dot_4x4_i8_sdot"
+USDOT_4x4 = "farm_dot_4x4_u8i8_usdot"  # FEAT_I8MM (mattr +i8mm): uint8 × int8, no shift needed
 SIGNED_DATA = frozenset({SDOT_4x4})  # micro-kernels reading int8 data: uint8 inputs are shifted
+DOT_INTRINS = frozenset({SDOT_4x4, USDOT_4x4})
 MAX_ACC = 24  # accumulator registers of a tile (of 32: + vo/4 weight vectors + 1 broadcast)
+
+
+def dot_intrin(s: ConvShape, i8mm: bool) -> str:
+    """usdot for uint8 activations where the target has it, else sdot."""
+    return USDOT_4x4 if i8mm and s.dtype == "uint8" else SDOT_4x4
 
 
 def sdot_fits(s: ConvShape) -> bool:
@@ -63,22 +71,24 @@ def dense_shape(call) -> ConvShape | None:
     return ConvShape(1, k, m, 1, n, 1, 1, m, 1, (1, 1), str(data.ty.dtype), "int8", str(call.ty.dtype))
 
 
-def _sdot_impl():
+def _impl(a_dtype: str, intrinsic: str):
+    """C[4] += A[4] · B[4, 4]: A (one pixel's 4 input channels) broadcast to the 4 lanes; for
+    usdot the unsigned operand comes first."""
     from tvm.script import tirx as T
 
     @T.prim_func(s_tir=True)
-    def impl(A: T.Buffer((4,), "int8", offset_factor=1),
+    def impl(A: T.Buffer((4,), a_dtype, offset_factor=1),
              B: T.Buffer((4, 4), "int8", offset_factor=1),
              C: T.Buffer((4,), "int32", offset_factor=1, scope="local")) -> None:
         with T.sblock("root"):
             T.reads(C[0:4], A[0:4], B[0:4, 0:4])
             T.writes(C[0:4])
-            a = T.reinterpret(A.vload([0], "int8x4"), dtype="int32")
+            a = T.reinterpret(A.vload([0], f"{a_dtype}x4"), dtype="int32")
             C[T.ramp(T.int32(0), 1, 4)] = T.call_llvm_pure_intrin(
-                T.llvm_lookup_intrinsic_id("llvm.aarch64.neon.sdot.v4i32.v16i8"),
+                T.llvm_lookup_intrinsic_id(intrinsic),
                 C.vload([0], dtype="int32x4"),
+                T.reinterpret(T.broadcast(a, 4), dtype=f"{a_dtype}x16"),
                 B.vload([0, 0], dtype="int8x16"),
-                T.reinterpret(T.broadcast(a, 4), dtype="int8x16"),
                 dtype="int32x4")
 
     return impl
@@ -90,4 +100,7 @@ def register() -> None:
 
     from farm.compile.schedules.intrin import dot_desc
 
-    TensorIntrin.register(SDOT_4x4, dot_desc(4, 4, "int8", "int8"), _sdot_impl(), override=True)
+    TensorIntrin.register(SDOT_4x4, dot_desc(4, 4, "int8", "int8"),
+                          _impl("int8", "llvm.aarch64.neon.sdot.v4i32.v16i8"), override=True)
+    TensorIntrin.register(USDOT_4x4, dot_desc(4, 4, "uint8", "int8"),
+                          _impl("uint8", "llvm.aarch64.neon.usdot.v4i32.v16i8"), override=True)
