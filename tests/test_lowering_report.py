@@ -20,6 +20,18 @@ X86_TEXT = """
     2000:\tvfmadd231ps %ymm1,%ymm2,%ymm3
 """
 
+ARM_TEXT = """
+0000000000001000 <fused_conv2d_packed_add_compute_>:
+    1000:\tsdot\tv24.4s, v13.16b, v1.16b
+    1004:\tudot\tv2.4s, v3.16b, v4.4b[1]
+    1008:\tusdot\tv2.4s, v3.16b, v4.16b
+    100c:\tsmull\tv1.2d, v2.2s, v3.2s
+
+0000000000002000 <fused_dense_packed_compute_>:
+    2000:\tsmmla\tv0.4s, v1.16b, v2.16b
+    2004:\tummla\tv0.4s, v1.16b, v2.16b
+"""
+
 HEXAGON_ASM = """
 \t.globl fused_conv2d_cast_compute_
 fused_conv2d_cast_compute_:
@@ -34,6 +46,12 @@ def test_counts_per_symbol_from_objdump_text():
     counts = lr._count(X86_TEXT, "x86", r"^[0-9a-f]+ <([^>]+)>:")
     assert counts["fused_conv2d_add_compute_"] == {"vpdpbusd": 2, "vpmaddwd": 1}
     assert counts["fused_matmul_compute_"] == {"float-fma": 1}
+
+
+def test_arm_dot_product_families():
+    counts = lr._count(ARM_TEXT, "arm", r"^[0-9a-f]+ <([^>]+)>:")
+    assert counts["fused_conv2d_packed_add_compute_"] == {"sdot/udot": 3, "smull/smlal": 1}
+    assert counts["fused_dense_packed_compute_"] == {"smmla/ummla": 2}
 
 
 def test_hexagon_assembly_text(tmp_path):
@@ -61,6 +79,9 @@ def test_aarch64_cross_compiled_library(tinyconv, registry, work):
     # whatever LLVM emitted is named from the arm table, never from the x86 one
     assert set(rep["summary"]["instructions"]) <= {n for n, _ in lr.FAMILIES["arm"]}
     assert "arm" in render(rep) and "kernel fused_conv2d" in render(rep)
+    # cortex-a76 +dotprod: every conv and the dense run on sdot (schedules/arm.py)
+    assert all("sdot/udot" in counts for counts in rep["kernels"].values()), rep["kernels"]
+    assert summary_cell(rep["summary"]).startswith("5/5 ops int8, sdot/udot in 5/5 kernels")
 
 
 def test_avx512_vnni_target_shows_vpdpbusd(tinyconv, registry, work):

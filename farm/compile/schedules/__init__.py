@@ -2,7 +2,8 @@
 
 1. `pack_convs` (Relax, before legalization): each NCHW/OIHW conv2d with a constant weight becomes
    a TE conv on a weight packed at compile time (conv.py), carrying its schedule choice
-   (template, tile sizes) as block annotations.
+   (template, tile sizes) as block annotations. Where the sdot/usdot template applies (arm.py), a matmul
+   with a constant int8 weight becomes such a conv too (1×1, one pixel per row).
 2. `schedule_kernels` (after FuseOps/FuseTIR): every PrimFunc holding such a conv is scheduled by
    cpu.py; anything else is left to LLVM and listed as skipped in the report.
 
@@ -10,6 +11,10 @@ Choices come from `plan.Plan`: defaults per target family, overridden by tuned r
 """
 
 from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
 
 from farm.compile.schedules.plan import Choice, Plan, target_features
 
@@ -27,19 +32,27 @@ def pack_convs(mod, plan: Plan):
     """Rewrite the convs of `mod` (see module doc); returns (module, report lines)."""
     from tvm import relax
 
-    from farm.compile.schedules.conv import Packing, conv_shape, conv_te, pack_weight
+    from farm.compile.schedules.arm import DOT_INTRINS, SIGNED_DATA, dense_shape
+    from farm.compile.schedules.conv import Packing, conv_shape, conv_te, pack_weight, shift_correction
     from farm.compile.schedules.cpu import ATTR_INTRIN, ATTR_LANES, ATTR_LAYOUT, ATTR_PX, ATTR_VO
 
     conv_op = relax.op.nn.conv2d(relax.Var("x", relax.TensorType([1, 1, 1, 1], "float32")),
                                  relax.Var("w", relax.TensorType([1, 1, 1, 1], "float32"))).op
+    matmul_op = relax.op.matmul(relax.Var("a", relax.TensorType([1, 1], "float32")),
+                                relax.Var("b", relax.TensorType([1, 1], "float32"))).op
     report: list[str] = []
 
     @relax.expr_functor.mutator
     class Rewriter(relax.PyExprMutator):
         def visit_call_(self, call):
             call = super().visit_call_(call)
-            if call.op != conv_op:
-                return call
+            if call.op == conv_op:
+                return self.conv(call)
+            if call.op == matmul_op:
+                return self.dense(call)
+            return call
+
+        def conv(self, call):
             shape = conv_shape(call)
             if isinstance(shape, str):
                 report.append(f"conv2d skipped: {shape}")
@@ -48,21 +61,49 @@ def pack_convs(mod, plan: Plan):
             if choice is None:
                 report.append(f"{shape.key()}: no template for this target or shape, left to LLVM")
                 return call
-            p = Packing(choice.layout, choice.vo)
-            w = pack_weight(call.args[1].value.numpy(), p)
+            a = call.attrs
+            return self.packed(call.args[0], call.args[1].value.numpy(), shape, choice,
+                               tuple(int(v) for v in a.padding), tuple(int(v) for v in a.dilation),
+                               "conv2d_packed")
+
+        def dense(self, call):
+            """[M, K] × constant [K, N] as a 1×1 conv over M pixels, where the aarch64 dot-product
+            template (sdot / usdot) beats the vector-MAC matmul schedule; else left to it."""
+            shape = dense_shape(call)
+            choice = None if shape is None else plan.choose(shape)
+            if choice is None or choice.intrin not in DOT_INTRINS:
+                return call
+            m, k = shape.h, shape.ic
+            rows = relax.op.reshape(call.args[0], (m, k))
+            data = self.builder_.emit(relax.op.reshape(relax.op.permute_dims(rows), (1, k, m, 1)))
+            weight = call.args[1].value.numpy().T.reshape(shape.oc, k, 1, 1)
+            out = self.packed(data, weight, shape, choice, (0, 0, 0, 0), (1, 1), "dense_packed")
+            out = relax.op.permute_dims(relax.op.reshape(out, (shape.oc, m)))
+            return relax.op.reshape(out, call.ty.shape)
+
+        def packed(self, data, weight: np.ndarray, shape, choice: Choice, pad, dil, name: str):
+            """The packed conv; output channels are padded with zero weights up to a multiple of
+            the tile (sliced off again) where the template allows that (sdot)."""
+            oc = shape.oc
+            if oc % choice.vo:
+                weight = np.concatenate([weight, np.zeros((-oc % choice.vo, *weight.shape[1:]),
+                                                          weight.dtype)])
+                shape = dataclasses.replace(shape, oc=weight.shape[0])
+            p = Packing(choice.layout, choice.vo, shape.dtype == "uint8" and choice.intrin in SIGNED_DATA)
+            w = pack_weight(weight, p)
             attrs = {ATTR_LAYOUT: p.layout, ATTR_VO: p.vo, ATTR_PX: choice.px, ATTR_LANES: choice.lanes}
             if choice.intrin:
                 attrs[ATTR_INTRIN] = choice.intrin
-            a = call.attrs
-            pad = tuple(int(v) for v in a.padding)
-            dil = tuple(int(v) for v in a.dilation)
 
-            def te_fn(data, weight):
-                return conv_te(data, weight, shape, p, pad, dil, attrs)
+            def te_fn(x, wp):
+                return conv_te(x, wp, shape, p, pad, dil, attrs)
 
             report.append(f"{shape.key()}: {choice.describe()}")
-            return self.builder_.call_te(te_fn, call.args[0], relax.const(w, str(w.dtype)),
-                                         primfunc_name_hint="conv2d_packed")
+            out = self.builder_.call_te(te_fn, data, relax.const(w, str(w.dtype)),
+                                        primfunc_name_hint=name)
+            if p.shift:  # an expression, not a bound var: a var-to-var binding stops FuseOps
+                out = relax.op.add(out, relax.const(shift_correction(weight)))
+            return out if shape.oc == oc else relax.op.strided_slice(out, [1], [0], [oc])
 
     rw = Rewriter(mod)
     for gv, func in list(mod.functions.items()):
@@ -77,11 +118,12 @@ def schedule_kernels(cores: int, report: list[str], vector_bits: int):
     import tvm
     from tvm import s_tir, tirx
 
+    from farm.compile.schedules import arm, intrin
     from farm.compile.schedules.conv import CONV_BLOCK
     from farm.compile.schedules.cpu import schedule_conv, schedule_matmul
-    from farm.compile.schedules.intrin import register
 
-    register()
+    intrin.register()
+    arm.register()
 
     def one(func):
         sch = s_tir.Schedule(func)

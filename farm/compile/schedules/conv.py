@@ -9,6 +9,8 @@ Layouts (`Packing`):
 - "oc4i": weight [O/vo, ⌈I/4⌉, KH, KW, vo, 4], data [N, ⌈I/4⌉, H, W, 4]  (u8×i8 dot products)
 - "oc2i": the same with pairs of input channels, data and weights widened to int16 (exact
   int16 pair dot products, e.g. AVX2 vpmaddwd)
+With `shift` (signed × signed dot products, e.g. aarch64 sdot, on uint8 activations) the packed
+data is a − 128 in int8; the caller adds `shift_correction` of the weight to the result.
 The rewrite leaves the epilogue (bias, requantize) to FuseOps, which fuses it after the conv.
 """
 
@@ -53,6 +55,7 @@ class ConvShape:
 class Packing:
     layout: str  # "oc" or "oc4i"
     vo: int  # output channels per vector
+    shift: bool = False  # uint8 data packed as int8 a - 128 (a dot-product layout only)
 
 
 def pack_weight(w: np.ndarray, p: Packing) -> np.ndarray:
@@ -67,6 +70,11 @@ def pack_weight(w: np.ndarray, p: Packing) -> np.ndarray:
     wp = np.zeros((o, ik * k, kh, kw), dtype=np.int16 if k == 2 else w.dtype)
     wp[:, :i] = w
     return np.ascontiguousarray(wp.reshape(o // p.vo, p.vo, ik, k, kh, kw).transpose(0, 2, 4, 5, 1, 3))
+
+
+def shift_correction(w: np.ndarray) -> np.ndarray:
+    """128·Σw per output channel as an int32 [1, O, 1, 1]: what a conv on a − 128 lacks."""
+    return (128 * w.astype(np.int64).sum(axis=(1, 2, 3))).astype(np.int32).reshape(1, -1, 1, 1)
 
 
 def group_of(layout: str) -> int:
@@ -105,14 +113,17 @@ def conv_te(data, weight, shape: ConvShape, p: Packing, padding: tuple[int, int,
             name=CONV_BLOCK, attrs=attrs)
     k = group_of(p.layout)
     ik = -(-ic // k)
-    dt = "int16" if k == 2 else shape.dtype
+    dt = "int16" if k == 2 else "int8" if p.shift else shape.dtype
+
+    def cast(v):  # padding is shifted too: a padded 0 becomes -128 and adds 0 after correction
+        return (v.astype("int16") - 128).astype(dt) if p.shift else v.astype(dt)
+
     if ic % k or any(padding):
-        packed = te.compute((n, ik, hp, wp, k), lambda b, c, y, x, ci: tirx.if_then_else(
+        packed = te.compute((n, ik, hp, wp, k), lambda b, c, y, x, ci: cast(tirx.if_then_else(
             tirx.all(inside(y, x), c * k + ci < ic),
-            data[b, tirx.min(c * k + ci, ic - 1), y - top, x - left].astype(dt), tirx.const(0, dt)),
-            name=DATA_BLOCK)
+            data[b, tirx.min(c * k + ci, ic - 1), y - top, x - left], zero)), name=DATA_BLOCK)
     else:  # the common case stays a plain transpose without per-element conditions
-        packed = te.compute((n, ik, h, w, k), lambda b, c, y, x, ci: data[b, c * k + ci, y, x].astype(dt),
+        packed = te.compute((n, ik, h, w, k), lambda b, c, y, x, ci: cast(data[b, c * k + ci, y, x]),
                             name=DATA_BLOCK)
     rc = te.reduce_axis((0, ik), "rc")
     ry = te.reduce_axis((0, shape.kh), "ry")

@@ -17,7 +17,7 @@ VNNI_16x4 = "farm_dot_16x4_vnni"
 AVX2_8x2 = "farm_dot_8x2_i16_avx2"
 
 
-def _desc(lanes: int, k: int = 4, a_dtype: str = "uint8", b_dtype: str = "int8"):
+def dot_desc(lanes: int, k: int = 4, a_dtype: str = "uint8", b_dtype: str = "int8"):
     from tvm.script import tirx as T
 
     @T.prim_func(s_tir=True)
@@ -81,8 +81,8 @@ def _avx2_impl():
 def register() -> None:
     from tvm.s_tir import TensorIntrin
 
-    TensorIntrin.register(VNNI_16x4, _desc(16), _vnni_impl(), override=True)
-    TensorIntrin.register(AVX2_8x2, _desc(8, 2, "int16", "int16"), _avx2_impl(), override=True)
+    TensorIntrin.register(VNNI_16x4, dot_desc(16), _vnni_impl(), override=True)
+    TensorIntrin.register(AVX2_8x2, dot_desc(8, 2, "int16", "int16"), _avx2_impl(), override=True)
 
 
 @functools.cache

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
+from farm.compile.schedules.arm import dot_intrin, sdot_fits, sdot_tile
 from farm.compile.schedules.conv import ConvShape
 from farm.compile.schedules.intrin import AVX2_8x2, VNNI_16x4
 
@@ -32,6 +33,8 @@ class TargetFeatures:
     vnni: bool  # AVX512-VNNI (vpdpbusd on zmm)
     cores: int
     avx2: bool = False
+    dotprod: bool = False  # aarch64 FEAT_DotProd (sdot / udot)
+    i8mm: bool = False  # aarch64 FEAT_I8MM (usdot, smmla)
 
 
 def target_features(target) -> TargetFeatures:
@@ -48,7 +51,9 @@ def target_features(target) -> TargetFeatures:
     vnni = family == "x86" and bool(codegen.target_has_features("avx512vnni", target))
     cores = int(target.attrs.get("num-cores", 1) or 1)
     avx2 = family == "x86" and bool(codegen.target_has_features("avx2", target))
-    return TargetFeatures(family, bits, vnni, cores, avx2)
+    dotprod = family == "arm" and bool(codegen.target_has_features("dotprod", target))
+    i8mm = dotprod and bool(codegen.target_has_features("i8mm", target))
+    return TargetFeatures(family, bits, vnni, cores, avx2, dotprod, i8mm)
 
 
 def _divisor_at_most(n: int, cap: int) -> int:
@@ -71,6 +76,9 @@ class Plan:
                 and s.dtype in ("uint8", "int8", "int16") and s.wdtype in ("int8", "int16"):
             vo = 16 if s.oc % 16 == 0 else 8
             return Choice("oc2i", vo, _divisor_at_most(s.ow, self.max_px()), 8, AVX2_8x2)
+        if self.features.dotprod and sdot_fits(s):
+            vo, px = sdot_tile(s)
+            return Choice("oc4i", vo, px, 4, dot_intrin(s, self.features.i8mm))
         lanes = max(self.features.vector_bits // 32, 4)  # fp32 or int32 accumulators
         while lanes >= 4 and s.oc % lanes:
             lanes //= 2
