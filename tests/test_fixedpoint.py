@@ -7,7 +7,15 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from farm.compile.int8.fixedpoint import requantize, requantize_np, to_fixed_point
+from farm.compile.int8.fixedpoint import (
+    AddFixedPoint,
+    FixedPoint,
+    add_fixed_point,
+    requantize,
+    requantize_add,
+    requantize_np,
+    to_fixed_point,
+)
 
 
 def test_ties_round_to_even_both_signs():
@@ -65,3 +73,59 @@ def test_relax_requantize_matches_numpy():
     got = relax.VirtualMachine(ex, tvm.cpu())["main"](tvm.runtime.tensor(acc)).numpy()
     assert got.dtype == np.int8
     assert got.tolist() == requantize_np(acc, fp, 3, -128, 127).tolist()
+
+
+# (sa/so, sb/so, zo, lo, hi): ResNet-like, exact ties (dyadic), saturating, narrow clip, i8 output
+ADD_CASES = [(0.7312, 0.4417, 120, 0, 255), (0.5, 0.25, 0, 0, 255), (3.1, 2.9, 128, 0, 255),
+             (1.0, 0.125, 7, 30, 200), (0.0137, 0.9, -3, -128, 127)]
+
+
+def _add_int64_reference(m, zo, lo, hi, da, db):
+    """The int64 form the lowering always had: 31-bit multipliers on the larger one's shift."""
+    fp = to_fixed_point(np.asarray(max(m)))
+    k = [int(np.rint(np.ldexp(v, int(fp.shift)))) for v in m]
+    q = da.astype(np.int64) * k[0] + db.astype(np.int64) * k[1]
+    one = FixedPoint(np.ones(1, np.int64), np.asarray([int(fp.shift)]))
+    return requantize_np(q, one, zo, lo, hi)
+
+
+@pytest.mark.parametrize("case", ADD_CASES)
+def test_add_kernel_equals_int64_form_on_every_input_pair(case):
+    """The quantized add kernel, built and run, on all 65536 (a, b) pairs of u8 operands equals the
+    int64 fixed-point form bit for bit (ties, saturation and clipping included), in whichever
+    width add_fixed_point chose; the int64 width is checked as well."""
+    import tvm
+    from tvm import relax
+
+    *m, zo, lo, hi = case
+    za, zb = 3, 250
+    out_dtype = "uint8" if lo >= 0 else "int8"
+    a = np.repeat(np.arange(256, dtype=np.uint8), 256).reshape(1, 256, 16, 16)
+    b = np.tile(np.arange(256, dtype=np.uint8), 256).reshape(1, 256, 16, 16)
+    want = _add_int64_reference(m, zo, lo, hi, a.astype(np.int64) - za, b.astype(np.int64) - zb)
+    chosen = add_fixed_point(tuple(m), ((-za, 255 - za), (-zb, 255 - zb)), zo, lo, hi)
+    fp = to_fixed_point(np.asarray(max(m)))
+    wide = AddFixedPoint(tuple(int(np.rint(np.ldexp(v, int(fp.shift)))) for v in m), int(fp.shift),
+                         "int64")
+    for form in {chosen, wide}:
+        bb = relax.BlockBuilder()
+        va = relax.Var("a", relax.TensorType(a.shape, "uint8"))
+        vb = relax.Var("b", relax.TensorType(b.shape, "uint8"))
+        with bb.function("main", [va, vb]):
+            with bb.dataflow():
+                out = bb.emit_output(requantize_add(bb, va, vb, (za, zb), form, zo, lo, hi, out_dtype))
+            bb.emit_func_output(out)
+        vm = relax.VirtualMachine(tvm.compile(bb.get(), "llvm"), tvm.cpu())
+        got = vm["main"](tvm.runtime.tensor(a), tvm.runtime.tensor(b)).numpy()
+        assert got.dtype == np.dtype(out_dtype)
+        np.testing.assert_array_equal(got, want, err_msg=f"{form}")
+
+
+def test_add_picks_int32_for_resnet_like_scales():
+    fp = add_fixed_point((0.7312, 0.4417), ((-120, 135), (0, 255)), 120, 0, 255)
+    assert fp.dtype == "int32" and fp.shift <= 30
+    assert 135 * fp.mults[0] + 255 * fp.mults[1] + (1 << (fp.shift - 1)) < 2**31  # no overflow
+
+
+def test_add_out_of_range_multiplier():
+    assert add_fixed_point((2.0**40, 1.0), ((0, 255), (0, 255)), 0, 0, 255) is None

@@ -7,12 +7,14 @@ arithmetic right shift by `shift` that rounds half to even, + zero point, clip, 
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 
 import numpy as np
 
 MULT_BITS = 31  # M0 in [2^30, 2^31): acc (int32) * M0 stays below 2^62
 MAX_SHIFT = 62
+ADD_ATTR = "farm.qadd"  # PrimFunc attribute: the parameters of a quantized add kernel (JSON)
 
 
 @dataclass(frozen=True)
@@ -74,15 +76,122 @@ def requantize(bb, acc, fp: FixedPoint, zero_point: int, lo: int, hi: int, out_d
 
 def round_shift(bb, q, shift: np.ndarray, zero_point: int, lo: int, hi: int, out_dtype: str):
     """Emit q (int64, already scaled by 2^shift) >> shift rounding half to even, + zero point,
-    clip to [lo, hi], cast (returned unbound: the caller names the result)."""
+    clip to [lo, hi], cast (returned unbound: the caller names the result).
+
+    Half to even as one biased floor shift: (q + half - 1 + odd) >> shift, where odd is bit
+    `shift` of q (the parity of floor(q / 2^shift)): above half it carries, at exactly half only
+    when the floor is odd, below half never. q + half stays below 2^63 (|q| < 2^62)."""
     from tvm import relax
 
     op, c = relax.op, i64
-    floor = bb.emit(op.right_shift(q, c(shift)))
-    rem = op.bitwise_and(q, c((np.int64(1) << shift) - 1))
-    half = c(np.int64(1) << (shift - 1))
-    odd = op.equal(op.bitwise_and(floor, c(1)), c(1))
-    up = op.logical_or(op.greater(rem, half), op.logical_and(op.equal(rem, half), odd))
-    out = op.add(op.add(floor, op.astype(up, "int64")), c(zero_point))
+    odd = op.bitwise_and(op.right_shift(q, c(shift)), c(1))
+    biased = op.add(op.add(q, c((np.int64(1) << (shift - 1)) - 1)), odd)
+    out = op.add(op.right_shift(biased, c(shift)), c(zero_point))
     out = op.minimum(op.maximum(out, c(lo)), c(hi))
     return op.astype(out, out_dtype)
+
+
+@dataclass(frozen=True)
+class AddFixedPoint:
+    """round_half_even((a - za) * ka + (b - zb) * kb) >> shift) + zo, computed in `dtype`."""
+
+    mults: tuple[int, int]
+    shift: int
+    dtype: str  # "int32" when proven equal to the int64 form for every input pair, else "int64"
+
+
+def _add_np(da: np.ndarray, db: np.ndarray, fp: AddFixedPoint, zo: int, lo: int, hi: int) -> np.ndarray:
+    q = da.astype(np.int64) * fp.mults[0] + db.astype(np.int64) * fp.mults[1]
+    one = FixedPoint(np.ones(1, dtype=np.int64), np.asarray([fp.shift], dtype=np.int64))
+    return requantize_np(q, one, zo, lo, hi)
+
+
+def add_fixed_point(m: tuple[float, float], ranges: tuple[tuple[int, int], tuple[int, int]],
+                    zo: int, lo: int, hi: int) -> AddFixedPoint | None:
+    """The fixed-point form of a quantized add with real multipliers m = (sa/so, sb/so) on
+    operand differences da in ranges[0], db in ranges[1] (value - zero point); None if out of range.
+
+    The int64 form uses 31-bit multipliers on a common shift. The int32 form (half the vector
+    lanes' width, no 64-bit multiplies) uses shorter multipliers; it is chosen only when it fits
+    int32 and equals the int64 form, after clipping, on every one of the (at most 2^16) input
+    pairs: exact by exhaustion, not by estimate."""
+    fp = to_fixed_point(np.asarray(max(m)))
+    if fp is None:
+        return None
+    shift = int(fp.shift)
+    wide = AddFixedPoint(tuple(int(np.rint(np.ldexp(v, shift))) for v in m), shift, "int64")
+    da = np.arange(ranges[0][0], ranges[0][1] + 1, dtype=np.int64)[:, None]
+    db = np.arange(ranges[1][0], ranges[1][1] + 1, dtype=np.int64)[None, :]
+    want = _add_np(da, db, wide, zo, lo, hi)
+    tried = 0
+    for s in range(min(shift, 30), 0, -1):
+        k = tuple(int(np.rint(np.ldexp(v, s))) for v in m)
+        bound = max(abs(v) for v in ranges[0]) * k[0] + max(abs(v) for v in ranges[1]) * k[1] \
+            + (1 << (s - 1)) + 1
+        if bound >= 2**31 or min(k) <= 0:
+            continue
+        narrow = AddFixedPoint(k, s, "int32")
+        if np.array_equal(_add_np(da, db, narrow, zo, lo, hi), want):
+            return narrow
+        tried += 1
+        if tried == 4:  # a near-tie that more precision than int32 holds would be needed for
+            break
+    return wide
+
+
+def requantize_add(bb, a, b, zps: tuple[int, int], fp: AddFixedPoint, zo: int, lo: int, hi: int,
+                   out_dtype: str):
+    """Emit the quantized add of integer tensors a, b (broadcasting like relax.add) as one
+    elementwise kernel. One kernel, not a chain of Relax ops: the fusion then puts all of it
+    after the producer of one operand and reads the other as it is (u8), instead of
+    materializing an int64 term of it in its producer's kernel."""
+    from tvm import te, tirx
+
+    dt = fp.dtype
+
+    def term(t, idx, z, k):
+        return (t[tuple(idx)].astype(dt) - tirx.const(z, dt)) * tirx.const(k, dt)
+
+    def compute(ta, tb):
+        shape = [max(int(x), int(y)) for x, y in _aligned(ta.shape, tb.shape)]
+
+        def f(*i):
+            q = term(ta, _bcast(ta.shape, shape, i), zps[0], fp.mults[0]) + \
+                term(tb, _bcast(tb.shape, shape, i), zps[1], fp.mults[1])
+            s = tirx.const(fp.shift, dt)
+            odd = tirx.bitwise_and(tirx.shift_right(q, s), tirx.const(1, dt))
+            r = tirx.shift_right(q + tirx.const((1 << (fp.shift - 1)) - 1, dt) + odd, s)
+            r = tirx.max(tirx.min(r + tirx.const(zo, dt), tirx.const(hi, dt)), tirx.const(lo, dt))
+            return r.astype(out_dtype)
+
+        return te.compute(shape, f, name="qadd")
+
+    call = bb.call_te(compute, a, b, primfunc_name_hint="qadd")
+    gv = call.args[0]
+    params = {"zps": list(zps), "mults": list(fp.mults), "shift": fp.shift, "dtype": fp.dtype,
+              "zo": zo, "lo": lo, "hi": hi, "out_dtype": out_dtype}
+    bb.update_func(gv, bb.get()[gv].with_attr(ADD_ATTR, json.dumps(params)))
+    return call
+
+
+def emit_add_like(bb, params: str, a, b):
+    """The add kernel of the same parameters (ADD_ATTR of an existing one) on other tensors, e.g.
+    the same values in another layout."""
+    p = json.loads(str(params))
+    fp = AddFixedPoint(tuple(p["mults"]), p["shift"], p["dtype"])
+    return requantize_add(bb, a, b, tuple(p["zps"]), fp, p["zo"], p["lo"], p["hi"], p["out_dtype"])
+
+
+def _aligned(sa, sb):
+    n = max(len(sa), len(sb))
+    pa = [1] * (n - len(sa)) + [int(x) for x in sa]
+    pb = [1] * (n - len(sb)) + [int(x) for x in sb]
+    return list(zip(pa, pb, strict=True))
+
+
+def _bcast(shape, out_shape, idx):
+    """Index into a tensor of `shape` broadcast to `out_shape` (same-size axes keep the output
+    index, so an add of equal shapes stays elementwise for the fusion)."""
+    off = len(idx) - len(shape)
+    return [0 if int(d) == 1 and out_shape[off + j] != 1 else idx[off + j]
+            for j, d in enumerate(shape)]

@@ -18,8 +18,14 @@ __all__ = ["Choice", "Plan", "apply_schedules", "pack_convs", "schedule_kernels"
 
 def apply_schedules(mod, target, tuned: dict[str, Choice]):
     """(module with packed convs, the pass to run between "zero" and "default_build", report)."""
+    from farm.compile.schedules.blocked import block_channels
+
     plan = Plan(target_features(target), tuned)
-    mod, report = pack_convs(mod, plan)
+    report: list[str] = []
+    if plan.features.vnni:  # the dot-product template's epilogue runs along channel blocks
+        mod = block_channels(mod, plan, report)
+    mod, more = pack_convs(mod, plan)
+    report += more
     return mod, schedule_kernels(plan.features.cores, report, plan.features.vector_bits), report
 
 
@@ -27,8 +33,7 @@ def pack_convs(mod, plan: Plan):
     """Rewrite the convs of `mod` (see module doc); returns (module, report lines)."""
     from tvm import relax
 
-    from farm.compile.schedules.conv import Packing, conv_shape, conv_te, pack_weight
-    from farm.compile.schedules.cpu import ATTR_INTRIN, ATTR_LANES, ATTR_LAYOUT, ATTR_PX, ATTR_VO
+    from farm.compile.schedules.conv import conv_shape
 
     conv_op = relax.op.nn.conv2d(relax.Var("x", relax.TensorType([1, 1, 1, 1], "float32")),
                                  relax.Var("w", relax.TensorType([1, 1, 1, 1], "float32"))).op
@@ -48,27 +53,37 @@ def pack_convs(mod, plan: Plan):
             if choice is None:
                 report.append(f"{shape.key()}: no template for this target or shape, left to LLVM")
                 return call
-            p = Packing(choice.layout, choice.vo)
-            w = pack_weight(call.args[1].value.numpy(), p)
-            attrs = {ATTR_LAYOUT: p.layout, ATTR_VO: p.vo, ATTR_PX: choice.px, ATTR_LANES: choice.lanes}
-            if choice.intrin:
-                attrs[ATTR_INTRIN] = choice.intrin
-            a = call.attrs
-            pad = tuple(int(v) for v in a.padding)
-            dil = tuple(int(v) for v in a.dilation)
-
-            def te_fn(data, weight):
-                return conv_te(data, weight, shape, p, pad, dil, attrs)
-
             report.append(f"{shape.key()}: {choice.describe()}")
-            return self.builder_.call_te(te_fn, call.args[0], relax.const(w, str(w.dtype)),
-                                         primfunc_name_hint="conv2d_packed")
+            return packed_conv(self.builder_, call, shape, choice, call.args[0])
 
     rw = Rewriter(mod)
     for gv, func in list(mod.functions.items()):
         if isinstance(func, relax.Function):
             rw.builder_.update_func(gv, rw.visit_expr(func))
     return rw.builder_.get(), report
+
+
+def packed_conv(builder, call, shape, choice: Choice, data, in_block: int = 0, out_block: int = 0):
+    """The call_te of the packed conv replacing the Relax conv2d `call` (on `data`, which is
+    channel-blocked by `in_block` if nonzero; output blocked by `out_block` if nonzero)."""
+    from tvm import relax
+
+    from farm.compile.schedules.conv import Packing, conv_te, pack_weight
+    from farm.compile.schedules.cpu import ATTR_INTRIN, ATTR_LANES, ATTR_LAYOUT, ATTR_PX, ATTR_VO
+
+    p = Packing(choice.layout, choice.vo)
+    w = pack_weight(call.args[1].value.numpy(), p)
+    attrs = {ATTR_LAYOUT: p.layout, ATTR_VO: p.vo, ATTR_PX: choice.px, ATTR_LANES: choice.lanes}
+    if choice.intrin:
+        attrs[ATTR_INTRIN] = choice.intrin
+    a = call.attrs
+    pad = tuple(int(v) for v in a.padding)
+    dil = tuple(int(v) for v in a.dilation)
+
+    def te_fn(x, weight):
+        return conv_te(x, weight, shape, p, pad, dil, attrs, in_block, out_block)
+
+    return builder.call_te(te_fn, data, relax.const(w, str(w.dtype)), primfunc_name_hint="conv2d_packed")
 
 
 def schedule_kernels(cores: int, report: list[str], vector_bits: int):
