@@ -9,7 +9,7 @@ epilogue runs along the channels of a pixel, storing 16 contiguous bytes.
 `block_channels` rewrites the main function before `pack_convs`: each conv the plan gives a
 dot-product template becomes a packed conv with a blocked output (and a blocked input when its
 producer is blocked); the layout then flows through elementwise ops (per-channel constants are
-blocked at compile time), the quantized add kernels and spatial padding. Any other consumer gets
+blocked at compile time), the quantized add kernels, spatial padding and max pooling. Any other consumer gets
 the NCHW tensor back through one layout_transform, so the rest of the graph is unchanged.
 """
 
@@ -100,13 +100,15 @@ def block_channels(mod, plan: Plan, report: list[str]):
                 if func is None or func.attrs is None or ADD_ATTR not in func.attrs:
                     return None
                 args = list(args[1].fields)
-            elif name not in _ELEMWISE and name != "relax.nn.pad":
+            elif name not in _ELEMWISE and name not in ("relax.nn.pad", "relax.nn.max_pool2d"):
                 return None
             if not any(a in self.blocked for a in args):
                 return None
             channels = int(self.blocked_channels(args))
             if name == "relax.nn.pad":
                 return self.pad(value, args)
+            if name == "relax.nn.max_pool2d":
+                return self.max_pool(value, args[0])
             new = [self.as_blocked(a, channels) for a in args]
             if any(a is None for a in new):
                 return None
@@ -124,6 +126,14 @@ def block_channels(mod, plan: Plan, report: list[str]):
                 return None
             pad_value = args[1] if len(args) > 1 else value.attrs.pad_value
             return op.nn.pad(self.blocked[args[0]], [*width, 0, 0], value.attrs.pad_mode, pad_value)
+
+        def max_pool(self, value, x):
+            a = value.attrs
+            if a.layout != "NCHW" or a.out_layout != "NCHW":
+                return None
+            return op.nn.max_pool2d(self.blocked[x], a.pool_size, a.strides, a.padding, a.dilation,
+                                    bool(a.ceil_mode), bool(a.count_include_pad),
+                                    layout=f"NCHW{BLOCK}c", out_layout=f"NCHW{BLOCK}c")
 
         def conv(self, call):
             shape = conv_shape(call)
