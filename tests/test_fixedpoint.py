@@ -14,6 +14,7 @@ from farm.compile.int8.fixedpoint import (
     requantize,
     requantize_add,
     requantize_np,
+    tie_free,
     to_fixed_point,
 )
 
@@ -129,3 +130,52 @@ def test_add_picks_int32_for_resnet_like_scales():
 
 def test_add_out_of_range_multiplier():
     assert add_fixed_point((2.0**40, 1.0), ((0, 255), (0, 255)), 0, 0, 255) is None
+
+
+def _half_up_np(acc, fp, zp, lo, hi):
+    q = acc.astype(np.int64) * fp.mult + (np.int64(1) << (fp.shift - 1))
+    return np.clip((q >> fp.shift) + zp, lo, hi)
+
+
+@pytest.mark.parametrize("zp,lo,hi", [(128, 0, 255), (0, -128, 127), (7, 30, 200)])
+def test_tie_free_criterion_by_brute_force(zp, lo, hi):
+    """Multipliers with 0..29 trailing zero bits and shifts 31..35: wherever tie_free holds,
+    rounding half up equals half to even after the clip on every accumulator that could differ
+    (all of |acc| < B + 8, B the saturation bound); and it is not claimed where they differ."""
+    claimed = 0
+    for t in range(30):
+        for e in range(5):
+            mult = np.int64(((1 << 30) + 0x2AAAAAAB) >> t << t | (1 << t))  # exactly t zeros
+            fp = FixedPoint(np.asarray([mult]), np.asarray([31 + e]))
+            r = max(abs(lo - zp), abs(hi - zp))
+            bound = int((r + 1) * 2.0 ** (31 + e) / float(mult)) + 8
+            acc = np.arange(-bound, bound + 1, dtype=np.int64)
+            same = np.array_equal(_half_up_np(acc, fp, zp, lo, hi), requantize_np(acc, fp, zp, lo, hi))
+            if tie_free(fp, zp, lo, hi):
+                claimed += 1
+                assert same, (t, e)
+    assert 0 < claimed < 150  # the criterion accepts the common case and rejects some
+
+
+@pytest.mark.parametrize("m", [np.array([0.0123, 3.7e-4, 0.9999, 1.7, 5.3e-3]), np.array([0.75, 0.0123])])
+def test_relax_requantize_exact_on_its_whole_unsaturated_range(m):
+    """The emitted requantize (half-up form when tie free, else half to even) equals the numpy
+    twin on every accumulator up to past saturation, and on the int32 extremes."""
+    import tvm
+    from tvm import relax
+
+    fp = to_fixed_point(m.reshape(1, -1))
+    zp, lo, hi = 3, 0, 255
+    assert tie_free(fp, zp, lo, hi) == (m[0] != 0.75)
+    bound = int(300 / m.min())
+    acc = np.concatenate([np.arange(-bound, bound + 1), [-2**31, 2**31 - 1, -2**30, 2**30]])
+    acc = np.repeat(acc.astype(np.int32)[:, None], m.size, axis=1)
+    bb = relax.BlockBuilder()
+    x = relax.Var("x", relax.TensorType(acc.shape, "int32"))
+    with bb.function("main", [x]):
+        with bb.dataflow():
+            out = bb.emit_output(requantize(bb, x, fp, zp, lo, hi, "uint8"))
+        bb.emit_func_output(out)
+    got = relax.VirtualMachine(tvm.compile(bb.get(), "llvm"), tvm.cpu())["main"](
+        tvm.runtime.tensor(acc)).numpy()
+    np.testing.assert_array_equal(got, requantize_np(acc, fp, zp, lo, hi))
