@@ -119,10 +119,13 @@ class AddFixedPoint:
     mults: tuple[int, int]
     shift: int
     dtype: str  # "int32" when proven equal to the int64 form for every input pair, else "int64"
+    half_up: bool = False  # rounding half up gives the same on every input pair (no parity test)
 
 
 def _add_np(da: np.ndarray, db: np.ndarray, fp: AddFixedPoint, zo: int, lo: int, hi: int) -> np.ndarray:
     q = da.astype(np.int64) * fp.mults[0] + db.astype(np.int64) * fp.mults[1]
+    if fp.half_up:
+        return np.clip(((q + (1 << (fp.shift - 1))) >> fp.shift) + zo, lo, hi)
     one = FixedPoint(np.ones(1, dtype=np.int64), np.asarray([fp.shift], dtype=np.int64))
     return requantize_np(q, one, zo, lo, hi)
 
@@ -135,7 +138,7 @@ def add_fixed_point(m: tuple[float, float], ranges: tuple[tuple[int, int], tuple
     The int64 form uses 31-bit multipliers on a common shift. The int32 form (half the vector
     lanes' width, no 64-bit multiplies) uses shorter multipliers; it is chosen only when it fits
     int32 and equals the int64 form, after clipping, on every one of the (at most 2^16) input
-    pairs: exact by exhaustion, not by estimate."""
+    pairs: exact by exhaustion, not by estimate; so is rounding half up instead of to even."""
     fp = to_fixed_point(np.asarray(max(m)))
     if fp is None:
         return None
@@ -153,7 +156,8 @@ def add_fixed_point(m: tuple[float, float], ranges: tuple[tuple[int, int], tuple
             continue
         narrow = AddFixedPoint(k, s, "int32")
         if np.array_equal(_add_np(da, db, narrow, zo, lo, hi), want):
-            return narrow
+            up = AddFixedPoint(k, s, "int32", half_up=True)
+            return up if np.array_equal(_add_np(da, db, up, zo, lo, hi), want) else narrow
         tried += 1
         if tried == 4:  # a near-tie that more precision than int32 holds would be needed for
             break
@@ -180,8 +184,11 @@ def requantize_add(bb, a, b, zps: tuple[int, int], fp: AddFixedPoint, zo: int, l
             q = term(ta, _bcast(ta.shape, shape, i), zps[0], fp.mults[0]) + \
                 term(tb, _bcast(tb.shape, shape, i), zps[1], fp.mults[1])
             s = tirx.const(fp.shift, dt)
-            odd = tirx.bitwise_and(tirx.shift_right(q, s), tirx.const(1, dt))
-            r = tirx.shift_right(q + tirx.const((1 << (fp.shift - 1)) - 1, dt) + odd, s)
+            if fp.half_up:
+                r = tirx.shift_right(q + tirx.const(1 << (fp.shift - 1), dt), s)
+            else:
+                odd = tirx.bitwise_and(tirx.shift_right(q, s), tirx.const(1, dt))
+                r = tirx.shift_right(q + tirx.const((1 << (fp.shift - 1)) - 1, dt) + odd, s)
             r = tirx.max(tirx.min(r + tirx.const(zo, dt), tirx.const(hi, dt)), tirx.const(lo, dt))
             return r.astype(out_dtype)
 
@@ -190,7 +197,7 @@ def requantize_add(bb, a, b, zps: tuple[int, int], fp: AddFixedPoint, zo: int, l
     call = bb.call_te(compute, a, b, primfunc_name_hint="qadd")
     gv = call.args[0]
     params = {"zps": list(zps), "mults": list(fp.mults), "shift": fp.shift, "dtype": fp.dtype,
-              "zo": zo, "lo": lo, "hi": hi, "out_dtype": out_dtype}
+              "half_up": fp.half_up, "zo": zo, "lo": lo, "hi": hi, "out_dtype": out_dtype}
     bb.update_func(gv, bb.get()[gv].with_attr(ADD_ATTR, json.dumps(params)))
     return call
 
@@ -199,7 +206,7 @@ def emit_add_like(bb, params: str, a, b):
     """The add kernel of the same parameters (ADD_ATTR of an existing one) on other tensors, e.g.
     the same values in another layout."""
     p = json.loads(str(params))
-    fp = AddFixedPoint(tuple(p["mults"]), p["shift"], p["dtype"])
+    fp = AddFixedPoint(tuple(p["mults"]), p["shift"], p["dtype"], p["half_up"])
     return requantize_add(bb, a, b, tuple(p["zps"]), fp, p["zo"], p["lo"], p["hi"], p["out_dtype"])
 
 
