@@ -158,9 +158,11 @@ def test_tie_free_criterion_by_brute_force(zp, lo, hi):
 
 
 @pytest.mark.parametrize("m", [np.array([0.0123, 3.7e-4, 0.9999, 1.7, 5.3e-3]), np.array([0.75, 0.0123])])
-def test_relax_requantize_exact_on_its_whole_unsaturated_range(m):
-    """The emitted requantize (half-up form when tie free, else half to even) equals the numpy
-    twin on every accumulator up to past saturation, and on the int32 extremes."""
+@pytest.mark.parametrize("with_offset", [False, True])
+def test_relax_requantize_exact_on_its_whole_unsaturated_range(m, with_offset):
+    """The emitted requantize (half-up form with bias, rounding and zero point folded into one
+    constant when tie free, else half to even) equals the numpy twin on every accumulator up to
+    past saturation, and on the int32 extremes."""
     import tvm
     from tvm import relax
 
@@ -170,12 +172,37 @@ def test_relax_requantize_exact_on_its_whole_unsaturated_range(m):
     bound = int(300 / m.min())
     acc = np.concatenate([np.arange(-bound, bound + 1), [-2**31, 2**31 - 1, -2**30, 2**30]])
     acc = np.repeat(acc.astype(np.int32)[:, None], m.size, axis=1)
+    offset = None
+    if with_offset:  # a conv's bias; acc + offset stays within int32 as the lowering assumes
+        offset = (np.arange(m.size) * 7919 - 9000).reshape(1, -1)
+        acc = np.clip(acc.astype(np.int64), -2**31 + 9000, 2**31 - 40000).astype(np.int32)
     bb = relax.BlockBuilder()
     x = relax.Var("x", relax.TensorType(acc.shape, "int32"))
     with bb.function("main", [x]):
         with bb.dataflow():
-            out = bb.emit_output(requantize(bb, x, fp, zp, lo, hi, "uint8"))
+            out = bb.emit_output(requantize(bb, x, fp, zp, lo, hi, "uint8", offset))
         bb.emit_func_output(out)
     got = relax.VirtualMachine(tvm.compile(bb.get(), "llvm"), tvm.cpu())["main"](
         tvm.runtime.tensor(acc)).numpy()
-    np.testing.assert_array_equal(got, requantize_np(acc, fp, zp, lo, hi))
+    np.testing.assert_array_equal(got, requantize_np(acc, fp, zp, lo, hi, offset))
+
+
+def test_requantize_with_shift_too_large_to_fold_the_zero_point():
+    """A tiny multiplier (shift 61): zero point * 2^shift would overflow int64, so the offset is
+    added on its own and the rounding stays the parity form; still exact."""
+    import tvm
+    from tvm import relax
+
+    fp = to_fixed_point(np.array([2.0**-31 * 1.37, 2.0**-31 * 1.9]).reshape(1, 2))
+    assert int(fp.shift.max()) >= 60
+    acc = np.array([[2**31 - 1, -2**31], [123456789, -987654321], [0, 1]], dtype=np.int32)
+    offset = np.array([[-5, 17]])
+    bb = relax.BlockBuilder()
+    x = relax.Var("x", relax.TensorType(acc.shape, "int32"))
+    with bb.function("main", [x]):
+        with bb.dataflow():
+            out = bb.emit_output(requantize(bb, x, fp, 100, 0, 255, "uint8", offset))
+        bb.emit_func_output(out)
+    got = relax.VirtualMachine(tvm.compile(bb.get(), "llvm"), tvm.cpu())["main"](
+        tvm.runtime.tensor(acc)).numpy()
+    np.testing.assert_array_equal(got, requantize_np(acc, fp, 100, 0, 255, offset))

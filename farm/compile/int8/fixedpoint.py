@@ -44,9 +44,10 @@ def to_fixed_point(m: np.ndarray) -> FixedPoint | None:
     return FixedPoint(mult, shift)
 
 
-def requantize_np(acc: np.ndarray, fp: FixedPoint, zero_point: int, lo: int, hi: int) -> np.ndarray:
+def requantize_np(acc: np.ndarray, fp: FixedPoint, zero_point: int, lo: int, hi: int,
+                  offset: np.ndarray | None = None) -> np.ndarray:
     """The numpy twin of `requantize` (for tests and constant folding)."""
-    q = acc.astype(np.int64) * fp.mult
+    q = (acc.astype(np.int64) + (0 if offset is None else offset.astype(np.int64))) * fp.mult
     floor = q >> fp.shift
     rem = q & ((np.int64(1) << fp.shift) - 1)
     half = np.int64(1) << (fp.shift - 1)
@@ -66,16 +67,28 @@ def i64(v):
     return const(v, "int64")
 
 
-def requantize(bb, acc, fp: FixedPoint, zero_point: int, lo: int, hi: int, out_dtype: str):
-    """Emit acc (integer tensor) * M → round half to even → + zero point → clip → out_dtype."""
+def requantize(bb, acc, fp: FixedPoint, zero_point: int, lo: int, hi: int, out_dtype: str,
+               offset: np.ndarray | None = None):
+    """Emit (acc + offset) * M → round half to even → + zero point → clip → out_dtype, for an
+    integer tensor acc and an optional integer constant offset (a conv's bias) broadcast like M.
+
+    Where rounding half up is proven equal (tie_free), offset * mult, the rounding half and
+    zero point * 2^shift are one constant added before the shift: multiply, add, shift, clip."""
     from tvm import relax
 
-    q = bb.emit(relax.op.multiply(relax.op.astype(acc, "int64"), i64(fp.mult)))
-    if not tie_free(fp, zero_point, lo, hi):
-        return round_shift(bb, q, fp.shift, zero_point, lo, hi, out_dtype)
     op, c = relax.op, i64
-    out = op.add(op.right_shift(op.add(q, c(np.int64(1) << (fp.shift - 1))), c(fp.shift)),
-                 c(zero_point))
+    q = bb.emit(op.multiply(op.astype(acc, "int64"), c(fp.mult)))
+    add = np.zeros((), np.int64) if offset is None else offset.astype(np.int64) * fp.mult
+    shift = np.asarray(fp.shift, np.int64)
+    # q and offset * mult stay below 2^62 each in magnitude (31-bit operands); the rest must fit
+    folds = tie_free(fp, zero_point, lo, hi) and \
+        np.all((abs(zero_point) + 1) * 2.0**shift.astype(np.float64) <= 2.0**61)
+    if not folds:
+        if offset is not None:
+            q = bb.emit(op.add(q, c(add)))
+        return round_shift(bb, q, fp.shift, zero_point, lo, hi, out_dtype)
+    add = add + (np.int64(1) << (shift - 1)) + (np.int64(zero_point) << shift)
+    out = op.right_shift(op.add(q, c(add)), c(fp.shift))
     return op.astype(op.minimum(op.maximum(out, c(lo)), c(hi)), out_dtype)
 
 

@@ -364,9 +364,8 @@ def _make_lowerer():
                 acc = op.matmul(lhs, rhs, out_dtype="int32")
                 shape = [nout]
             acc = self.builder_.emit(acc, name_hint=self.dot_name(dot))
-            acc = self.builder_.emit(op.add(acc, const(bias_int.astype(np.int32).reshape(shape))))
             return requantize(self.builder_, acc, _fp((acc_scale / so).reshape(shape)), zo, lo, hi,
-                              out_dtype)
+                              out_dtype, offset=bias_int.reshape(shape))
 
         def lower_dynamic_matmul(self, dot, a, out):
             so, zo, lo, hi, out_dtype = out
