@@ -144,9 +144,10 @@ def _add_np(da: np.ndarray, db: np.ndarray, fp: AddFixedPoint, zo: int, lo: int,
 
 
 def add_fixed_point(m: tuple[float, float], ranges: tuple[tuple[int, int], tuple[int, int]],
-                    zo: int, lo: int, hi: int) -> AddFixedPoint | None:
+                    zo: int, lo: int, hi: int, zps: tuple[int, int]) -> AddFixedPoint | None:
     """The fixed-point form of a quantized add with real multipliers m = (sa/so, sb/so) on
-    operand differences da in ranges[0], db in ranges[1] (value - zero point); None if out of range.
+    operand differences da in ranges[0], db in ranges[1] (value - zero point, zero points zps);
+    None if out of range.
 
     The int64 form uses 31-bit multipliers on a common shift. The int32 form (half the vector
     lanes' width, no 64-bit multiplies) uses shorter multipliers; it is chosen only when it fits
@@ -163,9 +164,7 @@ def add_fixed_point(m: tuple[float, float], ranges: tuple[tuple[int, int], tuple
     tried = 0
     for s in range(min(shift, 30), 0, -1):
         k = tuple(int(np.rint(np.ldexp(v, s))) for v in m)
-        bound = max(abs(v) for v in ranges[0]) * k[0] + max(abs(v) for v in ranges[1]) * k[1] \
-            + (1 << (s - 1)) + 1
-        if bound >= 2**31 or min(k) <= 0:
+        if min(k) <= 0 or _int32_reach(ranges, zps, k, s) >= 2**31:
             continue
         narrow = AddFixedPoint(k, s, "int32")
         if np.array_equal(_add_np(da, db, narrow, zo, lo, hi), want):
@@ -175,6 +174,14 @@ def add_fixed_point(m: tuple[float, float], ranges: tuple[tuple[int, int], tuple
         if tried == 4:  # a near-tie that more precision than int32 holds would be needed for
             break
     return wide
+
+
+def _int32_reach(ranges, zps: tuple[int, int], k: tuple[int, int], shift: int) -> int:
+    """A bound on every partial sum of (a - za) * ka + (b - zb) * kb + rounding terms in any
+    association: the compiler rewrites (a - za) * ka as a * ka - za * ka, and an int32 overflow
+    in any of those is undefined behaviour that LLVM may exploit (nsw), not a harmless wrap."""
+    raw = [max(abs(lo + z), abs(hi + z)) + abs(z) for (lo, hi), z in zip(ranges, zps, strict=True)]
+    return raw[0] * k[0] + raw[1] * k[1] + (1 << shift) + 1
 
 
 def requantize_add(bb, a, b, zps: tuple[int, int], fp: AddFixedPoint, zo: int, lo: int, hi: int,

@@ -387,7 +387,7 @@ def _make_lowerer():
                            zip((_int_range(_dtype(a.data)), _int_range(_dtype(b.data))), zps,
                                strict=True))
             fp = add_fixed_point((float(a.scale.reshape(())) / so, float(b.scale.reshape(())) / so),
-                                 ranges, zo, lo, hi)
+                                 ranges, zo, lo, hi, zps)
             if fp is None:
                 raise NotLowered("add multiplier out of fixed-point range")
             return requantize_add(self.builder_, self.data(a), self.data(b), zps, fp, zo, lo, hi,
