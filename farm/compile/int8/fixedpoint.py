@@ -77,19 +77,20 @@ def requantize(bb, acc, fp: FixedPoint, zero_point: int, lo: int, hi: int, out_d
     from tvm import relax
 
     op, c = relax.op, i64
-    q = bb.emit(op.multiply(op.astype(acc, "int64"), c(fp.mult)))
-    add = np.zeros((), np.int64) if offset is None else offset.astype(np.int64) * fp.mult
     shift = np.asarray(fp.shift, np.int64)
-    # q and offset * mult stay below 2^62 each in magnitude (31-bit operands); the rest must fit
-    folds = tie_free(fp, zero_point, lo, hi) and \
-        np.all((abs(zero_point) + 1) * 2.0**shift.astype(np.float64) <= 2.0**61)
-    if not folds:
-        if offset is not None:
-            q = bb.emit(op.add(q, c(add)))
-        return round_shift(bb, q, fp.shift, zero_point, lo, hi, out_dtype)
-    add = add + (np.int64(1) << (shift - 1)) + (np.int64(zero_point) << shift)
-    out = op.right_shift(op.add(q, c(add)), c(fp.shift))
-    return op.astype(op.minimum(op.maximum(out, c(lo)), c(hi)), out_dtype)
+    add = np.zeros((), np.int64) if offset is None else offset.astype(np.int64) * fp.mult
+    add = add + (np.int64(1) << (shift - 1)) + (np.int64(zero_point) << shift) \
+        if np.all((abs(zero_point) + 1) * 2.0**shift.astype(np.float64) <= 2.0**61) else None
+    # |acc * mult| < 2^62 for any int32 acc; the folded constant must stay within 2^62 too so that
+    # no partial sum of acc * mult + constant leaves int64 (an overflow would be UB, not a wrap)
+    if add is not None and tie_free(fp, zero_point, lo, hi) and np.all(np.abs(add) <= 2**62):
+        q = bb.emit(op.multiply(op.astype(acc, "int64"), c(fp.mult)))
+        out = op.right_shift(op.add(q, c(add)), c(fp.shift))
+        return op.astype(op.minimum(op.maximum(out, c(lo)), c(hi)), out_dtype)
+    if offset is not None:  # the int32 add of the plain lowering
+        acc = bb.emit(op.add(acc, const(offset.astype(np.int32))))
+    q = bb.emit(op.multiply(op.astype(acc, "int64"), c(fp.mult)))
+    return round_shift(bb, q, fp.shift, zero_point, lo, hi, out_dtype)
 
 
 def tie_free(fp: FixedPoint, zero_point: int, lo: int, hi: int) -> bool:
