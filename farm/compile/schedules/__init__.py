@@ -1,7 +1,9 @@
 """Per-target schedules for conv kernels, applied around TVM's Relax pipeline:
 
-1. `pack_convs` (Relax, before legalization): each NCHW/OIHW conv2d with a constant weight becomes
-   a TE conv on a weight packed at compile time (conv.py), carrying its schedule choice
+0. on AVX512-VNNI, `block_channels` (blocked.py): the dot-product convs and the activations
+   between them go channel-blocked, each such conv becoming its packed TE conv right there.
+1. `pack_convs` (Relax, before legalization): each (other) NCHW/OIHW conv2d with a constant weight
+   becomes a TE conv on a weight packed at compile time (conv.py), carrying its schedule choice
    (template, tile sizes) as block annotations.
 2. `schedule_kernels` (after FuseOps/FuseTIR): every PrimFunc holding such a conv is scheduled by
    cpu.py; anything else is left to LLVM and listed as skipped in the report.
