@@ -110,14 +110,17 @@ def worker(model: str, threads: int, rounds: int, data: Path) -> dict:
         runs[f"ort {kind}"] = lambda s=sess, n=name: s.run(None, {n: x})
         outs[f"ort {kind}"] = sess.run(None, {name: x})[0]
     samples: dict[str, list[float]] = {k: [] for k in runs}
+    cpu: dict[str, list[float]] = {k: [] for k in runs}
     for _ in range(rounds):
         for k, fn in runs.items():
-            start = time.perf_counter()
+            start, start_cpu = time.perf_counter(), time.process_time()
             fn()
             samples[k].append((time.perf_counter() - start) * 1e3)
+            cpu[k].append((time.process_time() - start_cpu) * 1e3)
     ref = _reference(mf.path, x)
     return {"threads": threads, "median_ms": {k: float(np.median(v)) for k, v in samples.items()},
-            "samples_ms": samples,
+            "samples_ms": samples, "median_cpu_ms": {k: float(np.median(v)) for k, v in cpu.items()},
+            "cpu_samples_ms": cpu,
             "int8_vs_exact_reference_max_abs": float(np.abs(outs["farm int8"] - ref).max()),
             "ort_int8_vs_exact_reference_max_abs": float(np.abs(outs["ort int8"] - ref).max()),
             "schedules": {k: len(outs[f"farm {k} schedules"]) for k in paths}}
@@ -185,6 +188,13 @@ def _print(r: dict) -> None:
         print(f"{t:>7} " + " ".join(f"{m[e]:>8.2f}ms" for e in engines) +
               f"  {m['farm int8'] / m['ort int8']:>9.2f}  {m['farm int8'] / m['farm fp32']:>9.2f}"
               f"  {m['farm int8'] / floor:>10.2f}")
+    # CPU time (all threads of the process) is not inflated while another process holds the core:
+    # on a shared machine its ratio at one thread is the steadier one
+    for res in r["results"]:
+        c = res.get("median_cpu_ms")
+        if c:
+            print(f"{res['threads']:>7} CPU time " + " ".join(f"{c[e]:>8.2f}ms" for e in engines) +
+                  f"  int8/ORT8 {c['farm int8'] / c['ort int8']:.2f}")
     print(f"floor per core: int8 {fl.get('int8_isa')} {fl.get('int8_ms', float('nan')):.2f} ms, "
           f"fp32 {fl['fp32_isa']} {fl['fp32_ms']:.2f} ms")
     for res in r["results"]:

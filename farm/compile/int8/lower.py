@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from farm.compile.int8.fixedpoint import FixedPoint, const, i64, requantize, round_shift, to_fixed_point
+from farm.compile.int8.fixedpoint import FixedPoint, add_fixed_point, const, requantize, requantize_add, to_fixed_point
 
 _MOVE_OPS = ("relax.reshape", "relax.permute_dims", "relax.squeeze", "relax.expand_dims",
              "relax.nn.max_pool2d")
@@ -75,6 +75,9 @@ def lower_int8(mod):
             lowerer = _make_lowerer()(mod, _bindings(func))
             new = lowerer.visit_expr(func)
             reasons.update(lowerer.reasons)
+            for kgv, kernel in lowerer.builder_.get().functions.items():  # e.g. the add kernels
+                if not isinstance(kernel, relax.Function):
+                    out[kgv] = kernel
             out[gv] = new
     return relax.transform.DeadCodeElimination()(out), reasons
 
@@ -361,9 +364,8 @@ def _make_lowerer():
                 acc = op.matmul(lhs, rhs, out_dtype="int32")
                 shape = [nout]
             acc = self.builder_.emit(acc, name_hint=self.dot_name(dot))
-            acc = self.builder_.emit(op.add(acc, const(bias_int.astype(np.int32).reshape(shape))))
             return requantize(self.builder_, acc, _fp((acc_scale / so).reshape(shape)), zo, lo, hi,
-                              out_dtype)
+                              out_dtype, offset=bias_int.reshape(shape))
 
         def lower_dynamic_matmul(self, dot, a, out):
             so, zo, lo, hi, out_dtype = out
@@ -380,14 +382,16 @@ def _make_lowerer():
         def lower_add(self, x, out):
             so, zo, lo, hi, out_dtype = out
             a, b = self.act(x.args[0], "add operand"), self.act(x.args[1], "add operand")
-            m = np.array([float(a.scale.reshape(())) / so, float(b.scale.reshape(())) / so])
-            fp = _fp(np.full(2, m.max()))
-            mult = np.rint(np.ldexp(m, fp.shift[0])).astype(np.int64)
-            terms = [op.multiply(op.subtract(op.astype(self.data(p), "int64"),
-                                             i64(p.zp.reshape(()))), i64(k))
-                     for p, k in zip((a, b), mult, strict=True)]
-            q = self.builder_.emit(op.add(*terms))
-            return round_shift(self.builder_, q, fp.shift[0], zo, lo, hi, out_dtype)
+            zps = (int(a.zp.reshape(())), int(b.zp.reshape(())))
+            ranges = tuple((dlo - z, dhi - z) for (dlo, dhi), z in
+                           zip((_int_range(_dtype(a.data)), _int_range(_dtype(b.data))), zps,
+                               strict=True))
+            fp = add_fixed_point((float(a.scale.reshape(())) / so, float(b.scale.reshape(())) / so),
+                                 ranges, zo, lo, hi, zps)
+            if fp is None:
+                raise NotLowered("add multiplier out of fixed-point range")
+            return requantize_add(self.builder_, self.data(a), self.data(b), zps, fp, zo, lo, hi,
+                                  out_dtype)
 
         def lower_mean(self, x, out):
             so, zo, lo, hi, out_dtype = out

@@ -1,9 +1,11 @@
 """Per-target schedules for conv kernels, applied around TVM's Relax pipeline:
 
-1. `pack_convs` (Relax, before legalization): each NCHW/OIHW conv2d with a constant weight becomes
-   a TE conv on a weight packed at compile time (conv.py), carrying its schedule choice
-   (template, tile sizes) as block annotations. Where the sdot/usdot template applies (arm.py), a matmul
-   with a constant int8 weight becomes such a conv too (1×1, one pixel per row).
+0. on AVX512-VNNI, `block_channels` (blocked.py): the dot-product convs and the activations
+   between them go channel-blocked, each such conv becoming its packed TE conv right there.
+1. `pack_convs` (Relax, before legalization): each (other) NCHW/OIHW conv2d with a constant weight
+   becomes a TE conv on a weight packed at compile time (conv.py), carrying its schedule choice
+   (template, tile sizes) as block annotations. Where the sdot/usdot template applies (arm.py), a
+   matmul with a constant int8 weight becomes such a conv too (1×1, one pixel per row).
 2. `schedule_kernels` (after FuseOps/FuseTIR): every PrimFunc holding such a conv is scheduled by
    cpu.py; anything else is left to LLVM and listed as skipped in the report.
 
@@ -23,8 +25,14 @@ __all__ = ["Choice", "Plan", "apply_schedules", "pack_convs", "schedule_kernels"
 
 def apply_schedules(mod, target, tuned: dict[str, Choice]):
     """(module with packed convs, the pass to run between "zero" and "default_build", report)."""
+    from farm.compile.schedules.blocked import block_channels
+
     plan = Plan(target_features(target), tuned)
-    mod, report = pack_convs(mod, plan)
+    report: list[str] = []
+    if plan.features.vnni:  # the dot-product template's epilogue runs along channel blocks
+        mod = block_channels(mod, plan, report)
+    mod, more = pack_convs(mod, plan)
+    report += more
     return mod, schedule_kernels(plan.features.cores, report, plan.features.vector_bits), report
 
 
@@ -32,9 +40,8 @@ def pack_convs(mod, plan: Plan):
     """Rewrite the convs of `mod` (see module doc); returns (module, report lines)."""
     from tvm import relax
 
-    from farm.compile.schedules.arm import DOT_INTRINS, SIGNED_DATA, dense_shape
-    from farm.compile.schedules.conv import Packing, conv_shape, conv_te, pack_weight, shift_correction
-    from farm.compile.schedules.cpu import ATTR_INTRIN, ATTR_LANES, ATTR_LAYOUT, ATTR_PX, ATTR_VO
+    from farm.compile.schedules.arm import DOT_INTRINS, dense_shape
+    from farm.compile.schedules.conv import conv_shape
 
     conv_op = relax.op.nn.conv2d(relax.Var("x", relax.TensorType([1, 1, 1, 1], "float32")),
                                  relax.Var("w", relax.TensorType([1, 1, 1, 1], "float32"))).op
@@ -61,10 +68,10 @@ def pack_convs(mod, plan: Plan):
             if choice is None:
                 report.append(f"{shape.key()}: no template for this target or shape, left to LLVM")
                 return call
-            a = call.attrs
-            return self.packed(call.args[0], call.args[1].value.numpy(), shape, choice,
-                               tuple(int(v) for v in a.padding), tuple(int(v) for v in a.dilation),
-                               "conv2d_packed")
+            report.append(f"{shape.key()}: {choice.describe()}")
+            pad, dil = conv_geometry(call)
+            return packed_conv(self.builder_, call.args[0], call.args[1].value.numpy(), shape, choice,
+                               pad, dil)
 
         def dense(self, call):
             """[M, K] × constant [K, N] as a 1×1 conv over M pixels, where the aarch64 dot-product
@@ -77,39 +84,52 @@ def pack_convs(mod, plan: Plan):
             rows = relax.op.reshape(call.args[0], (m, k))
             data = self.builder_.emit(relax.op.reshape(relax.op.permute_dims(rows), (1, k, m, 1)))
             weight = call.args[1].value.numpy().T.reshape(shape.oc, k, 1, 1)
-            out = self.packed(data, weight, shape, choice, (0, 0, 0, 0), (1, 1), "dense_packed")
+            report.append(f"{shape.key()}: {choice.describe()}")
+            out = packed_conv(self.builder_, data, weight, shape, choice, (0, 0, 0, 0), (1, 1), "dense_packed")
             out = relax.op.permute_dims(relax.op.reshape(out, (shape.oc, m)))
             return relax.op.reshape(out, call.ty.shape)
-
-        def packed(self, data, weight: np.ndarray, shape, choice: Choice, pad, dil, name: str):
-            """The packed conv; output channels are padded with zero weights up to a multiple of
-            the tile (sliced off again) where the template allows that (sdot)."""
-            oc = shape.oc
-            if oc % choice.vo:
-                weight = np.concatenate([weight, np.zeros((-oc % choice.vo, *weight.shape[1:]),
-                                                          weight.dtype)])
-                shape = dataclasses.replace(shape, oc=weight.shape[0])
-            p = Packing(choice.layout, choice.vo, shape.dtype == "uint8" and choice.intrin in SIGNED_DATA)
-            w = pack_weight(weight, p)
-            attrs = {ATTR_LAYOUT: p.layout, ATTR_VO: p.vo, ATTR_PX: choice.px, ATTR_LANES: choice.lanes}
-            if choice.intrin:
-                attrs[ATTR_INTRIN] = choice.intrin
-
-            def te_fn(x, wp):
-                return conv_te(x, wp, shape, p, pad, dil, attrs)
-
-            report.append(f"{shape.key()}: {choice.describe()}")
-            out = self.builder_.call_te(te_fn, data, relax.const(w, str(w.dtype)),
-                                        primfunc_name_hint=name)
-            if p.shift:  # an expression, not a bound var: a var-to-var binding stops FuseOps
-                out = relax.op.add(out, relax.const(shift_correction(weight)))
-            return out if shape.oc == oc else relax.op.strided_slice(out, [1], [0], [oc])
 
     rw = Rewriter(mod)
     for gv, func in list(mod.functions.items()):
         if isinstance(func, relax.Function):
             rw.builder_.update_func(gv, rw.visit_expr(func))
     return rw.builder_.get(), report
+
+
+def conv_geometry(call) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """(padding, dilation) of a Relax conv2d call."""
+    a = call.attrs
+    return tuple(int(v) for v in a.padding), tuple(int(v) for v in a.dilation)
+
+
+def packed_conv(builder, data, weight: np.ndarray, shape, choice: Choice, pad, dil,
+                name: str = "conv2d_packed", in_block: int = 0, out_block: int = 0):
+    """The call_te of the packed conv of OIHW `weight` on `data` (channel-blocked by `in_block` if
+    nonzero; output blocked by `out_block` if nonzero). Output channels are padded with zero
+    weights up to a multiple of the tile (sliced off again) where the template allows that (sdot)."""
+    from tvm import relax
+
+    from farm.compile.schedules.arm import SIGNED_DATA
+    from farm.compile.schedules.conv import Packing, conv_te, pack_weight, shift_correction
+    from farm.compile.schedules.cpu import ATTR_INTRIN, ATTR_LANES, ATTR_LAYOUT, ATTR_PX, ATTR_VO
+
+    oc = shape.oc
+    if oc % choice.vo:
+        weight = np.concatenate([weight, np.zeros((-oc % choice.vo, *weight.shape[1:]), weight.dtype)])
+        shape = dataclasses.replace(shape, oc=weight.shape[0])
+    p = Packing(choice.layout, choice.vo, shape.dtype == "uint8" and choice.intrin in SIGNED_DATA)
+    w = pack_weight(weight, p)
+    attrs = {ATTR_LAYOUT: p.layout, ATTR_VO: p.vo, ATTR_PX: choice.px, ATTR_LANES: choice.lanes}
+    if choice.intrin:
+        attrs[ATTR_INTRIN] = choice.intrin
+
+    def te_fn(x, wp):
+        return conv_te(x, wp, shape, p, pad, dil, attrs, in_block, out_block)
+
+    out = builder.call_te(te_fn, data, relax.const(w, str(w.dtype)), primfunc_name_hint=name)
+    if p.shift:  # an expression, not a bound var: a var-to-var binding stops FuseOps
+        out = relax.op.add(out, relax.const(shift_correction(weight)))
+    return out if shape.oc == oc else relax.op.strided_slice(out, [1], [0], [oc])
 
 
 def schedule_kernels(cores: int, report: list[str], vector_bits: int):

@@ -1,8 +1,9 @@
 """Conv2d with packed constant weights: the Relax rewrite that replaces `relax.nn.conv2d` (NCHW data,
 OIHW constant weight, groups 1) by a TE conv reading weights packed at compile time with numpy, so
 the kernel's inner loop loads contiguous output-channel vectors (and, for dot-product
-instructions, contiguous [oc × 4 ic] tiles). The activation layout stays NCHW between layers; a
-kernel that needs 4 input channels together packs its input in a first block of the same kernel.
+instructions, contiguous [oc × 4 ic] tiles). With NCHW activations a kernel that needs 4 input
+channels together packs its input in a first block of the same kernel; on AVX512-VNNI the
+activations between such convs are channel-blocked instead (blocked.py) and need no packing.
 
 Layouts (`Packing`):
 - "oc":   weight [O/vo, I, KH, KW, vo]                    (generic: vectorize over output channels)
@@ -83,9 +84,17 @@ def group_of(layout: str) -> int:
 
 
 def conv_te(data, weight, shape: ConvShape, p: Packing, padding: tuple[int, int, int, int],
-            dilation: tuple[int, int], attrs: dict | None = None):
-    """The TE conv on the packed weight (see module doc); output NCHW in shape.out_dtype."""
+            dilation: tuple[int, int], attrs: dict | None = None, in_block: int = 0,
+            out_block: int = 0):
+    """The TE conv on the packed weight (see module doc); output NCHW in shape.out_dtype.
+
+    Channel-blocked activations (blocked.py): with `in_block` B the data is [N, C/B, H, W, B]
+    (already padded; the dot product reads its 4 channels in place, no packing stage), with
+    `out_block` the result is written [N, O/B, OH, OW, B] by a last injective stage."""
     from tvm import te, tirx
+
+    if in_block or out_block:
+        return _conv_blocked(data, weight, shape, p, dilation, attrs, in_block, out_block)
 
     n, ic, h, w = shape.n, shape.ic, shape.h, shape.w
     top, left, bottom, right = padding
@@ -136,6 +145,35 @@ def conv_te(data, weight, shape: ConvShape, p: Packing, padding: tuple[int, int,
             * weight[o // p.vo, rc, ry, rx, o % p.vo, ri].astype(shape.out_dtype),
             axis=[rc, ry, rx, ri]),
         name=CONV_BLOCK, attrs=attrs)
+
+
+def _conv_blocked(data, weight, shape: ConvShape, p: Packing, dilation: tuple[int, int],
+                  attrs: dict | None, in_block: int, out_block: int):
+    from tvm import te
+
+    if not in_block:  # NCHW input: pack it like the plain conv, then block the output
+        conv = conv_te(data, weight, shape, p, (0, 0, 0, 0), dilation, attrs)
+    else:
+        k = group_of(p.layout)
+        sh, sw = shape.stride
+        dh, dw = dilation
+        per = in_block // k  # dot-product groups per channel block
+        rc = te.reduce_axis((0, shape.ic // k), "rc")
+        ry = te.reduce_axis((0, shape.kh), "ry")
+        rx = te.reduce_axis((0, shape.kw), "rx")
+        ri = te.reduce_axis((0, k), "ri")
+        conv = te.compute(
+            (shape.n, shape.oc, shape.oh, shape.ow),
+            lambda b, o, y, x: te.sum(
+                data[b, rc // per, y * sh + ry * dh, x * sw + rx * dw, rc % per * k + ri]
+                .astype(shape.out_dtype)
+                * weight[o // p.vo, rc, ry, rx, o % p.vo, ri].astype(shape.out_dtype),
+                axis=[rc, ry, rx, ri]),
+            name=CONV_BLOCK, attrs=attrs)
+    if not out_block:
+        return conv
+    return te.compute((shape.n, shape.oc // out_block, shape.oh, shape.ow, out_block),
+                      lambda b, c, y, x, i: conv[b, c * out_block + i, y, x], name="farm_conv_blocked")
 
 
 def conv_shape(call) -> ConvShape | str:
