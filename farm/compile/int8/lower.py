@@ -11,8 +11,9 @@ then dead and removed:
 - add of two quantized tensors, mean over spatial axes (global average pool), avg_pool2d.
 - max_pool2d and data movement (reshape, flatten, permute_dims, squeeze, expand_dims): run on the
   integers, requantized only when input and output grids differ.
-The requantize is fixed point with round-half-to-even (see fixedpoint.py). Anything else stays as
-the importer made it, and the reason is recorded for the lowering report.
+The requantize is fixed point with round-half-to-even (see fixedpoint.py); for TFLite models it is
+TFLite's own fixed-point arithmetic (tflite_arith.py). Anything else stays as the importer made it,
+and the reason is recorded for the lowering report.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from farm.compile.int8 import tflite_arith
 from farm.compile.int8.fixedpoint import FixedPoint, const, i64, requantize, round_shift, to_fixed_point
 
 _MOVE_OPS = ("relax.reshape", "relax.permute_dims", "relax.squeeze", "relax.expand_dims",
@@ -63,16 +65,16 @@ def _scalar(a: np.ndarray, what: str):
     return a.reshape(()).item()
 
 
-def lower_int8(mod):
+def lower_int8(mod, tflite: bool = False):
     """Lower every function of `mod`; returns (module, reasons) where reasons maps a var name of a
-    quantize left in float to why."""
+    quantize left in float to why. `tflite`: requantize as TFLite does, not exactly."""
     from tvm import relax
 
     reasons: dict[str, str] = {}
     out = mod
     for gv, func in mod.functions.items():
         if isinstance(func, relax.Function):
-            lowerer = _make_lowerer()(mod, _bindings(func))
+            lowerer = _make_lowerer()(mod, _bindings(func), tflite)
             new = lowerer.visit_expr(func)
             reasons.update(lowerer.reasons)
             out[gv] = new
@@ -108,9 +110,10 @@ def _make_lowerer():
 
     @relax.expr_functor.mutator
     class Lowerer(relax.PyExprMutator):
-        def __init__(self, mod, defs: dict):
+        def __init__(self, mod, defs: dict, tflite: bool):
             super().__init__(mod)
             self.defs = defs
+            self.tflite = tflite
             self.reasons: dict[str, str] = {}
 
         # --- looking through bindings of the original function ---
@@ -173,7 +176,7 @@ def _make_lowerer():
             if is_op(value, "relax.quantize"):
                 try:
                     expr = self.lower_quantize(value)
-                except NotLowered as e:
+                except (NotLowered, tflite_arith.OutOfRange) as e:
                     self.reasons[binding.var.name] = str(e)
                     expr = None
                 if expr is not None:
@@ -362,8 +365,7 @@ def _make_lowerer():
                 shape = [nout]
             acc = self.builder_.emit(acc, name_hint=self.dot_name(dot))
             acc = self.builder_.emit(op.add(acc, const(bias_int.astype(np.int32).reshape(shape))))
-            return requantize(self.builder_, acc, _fp((acc_scale / so).reshape(shape)), zo, lo, hi,
-                              out_dtype)
+            return self.requantize(acc, (acc_scale / so).reshape(shape), out)
 
         def lower_dynamic_matmul(self, dot, a, out):
             so, zo, lo, hi, out_dtype = out
@@ -375,11 +377,14 @@ def _make_lowerer():
             acc = self.builder_.emit(op.matmul(lhs, rhs, out_dtype="int32"),
                                      name_hint=self.dot_name(dot))
             m = float(a.scale.reshape(())) * float(b.scale.reshape(())) / so
-            return requantize(self.builder_, acc, _fp(np.asarray(m)), zo, lo, hi, out_dtype)
+            return self.requantize(acc, np.asarray(m), out)
 
         def lower_add(self, x, out):
             so, zo, lo, hi, out_dtype = out
             a, b = self.act(x.args[0], "add operand"), self.act(x.args[1], "add operand")
+            if self.tflite:
+                return tflite_arith.add(self.builder_, self.data(a), int(a.zp.reshape(())), float(a.scale.reshape(())),
+                                        self.data(b), int(b.zp.reshape(())), float(b.scale.reshape(())), out)
             m = np.array([float(a.scale.reshape(())) / so, float(b.scale.reshape(())) / so])
             fp = _fp(np.full(2, m.max()))
             mult = np.rint(np.ldexp(m, fp.shift[0])).astype(np.int64)
@@ -396,6 +401,9 @@ def _make_lowerer():
             axes = [int(i) % len(shape) for i in x.attrs.axis] if x.attrs.axis is not None \
                 else list(range(len(shape)))
             n = int(np.prod([shape[i] for i in axes]))
+            if self.tflite:
+                return tflite_arith.mean(self.builder_, self.data(a), int(a.zp.reshape(())), float(a.scale.reshape(())),
+                                         axes, bool(x.attrs.keepdims), n, out)
             total = op.sum(op.astype(self.data(a), "int32"), axis=axes,
                            keepdims=bool(x.attrs.keepdims))
             acc = self.builder_.emit(op.subtract(total, const(np.int32(n * int(a.zp.reshape(()))))))
@@ -427,7 +435,7 @@ def _make_lowerer():
                 counts = _window_counts(h, w, (kh, kw), [int(s) for s in at.strides],
                                         [int(d) for d in at.dilation], (t, left, b, r), (oh, ow))
             m = float(a.scale.reshape(())) / (so * counts)
-            return requantize(self.builder_, acc, _fp(m.reshape(1, 1, oh, ow)), zo, lo, hi, out_dtype)
+            return self.requantize(acc, m.reshape(1, 1, oh, ow), out)
 
         def lower_move(self, x, out, a: _QParam):
             """Quantize of a data-movement op (or of nothing: x None) on the dequantized `a`."""
@@ -440,7 +448,14 @@ def _make_lowerer():
                     and (lo, hi) == _int_range(out_dtype):
                 return moved
             acc = self.builder_.emit(op.subtract(op.astype(moved, "int32"), const(np.int32(za))))
-            return requantize(self.builder_, acc, _fp(np.asarray(sa / so)), zo, lo, hi, out_dtype)
+            return self.requantize(acc, np.asarray(sa / so), out)
+
+        def requantize(self, acc, m: np.ndarray, out):
+            """acc (an integer tensor) times the real multipliers m on the output grid."""
+            _, zo, lo, hi, out_dtype = out
+            if self.tflite:
+                return tflite_arith.requantize(self.builder_, acc, m, zo, lo, hi, out_dtype)
+            return requantize(self.builder_, acc, _fp(m), zo, lo, hi, out_dtype)
 
     return Lowerer
 

@@ -7,7 +7,8 @@ MultiplyByQuantizedMultiplier: x · 2^max(e, 0), SaturatingRoundingDoublingHighM
 bits of 2·x·q_fixed, rounded half away from zero), then RoundingDivideByPOT by max(-e, 0)
 (rounded half away from zero again). Two roundings: not the same as rounding x·M once.
 ADD rescales both inputs by 2^20 first; AVERAGE_POOL_2D divides its window sum rounding half
-away from zero; MEAN folds the division by the element count into its multiplier. All intermediate values fit int64, so each step is exact Relax integer arithmetic.
+away from zero; MEAN folds the division by the element count into its multiplier. All
+intermediate values fit int64, so each step is exact Relax integer arithmetic.
 """
 
 from __future__ import annotations
