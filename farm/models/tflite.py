@@ -9,12 +9,14 @@ model."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from farm.config.suites import InputSpec, ModelSpec
 from farm.errors import FarmError
-from farm.models.reference import TensorInfo
+from farm.models.reference import TensorInfo, make_inputs
 
 TFLITE_SUFFIX = ".tflite"
 _DTYPES = {0: "float32", 1: "float16", 2: "int32", 3: "uint8", 4: "int64", 9: "int8"}
@@ -92,3 +94,33 @@ def tflite_output_steps(path: Path) -> list[float | None]:
     """Integer outputs are compared in levels (step 1); float outputs have no known grid."""
     it = _interpreter(path)
     return [1.0 if np.issubdtype(d["dtype"], np.integer) else None for d in it.get_output_details()]
+
+
+@dataclass(frozen=True)
+class LiteRTReference:
+    feeds: list[dict[str, np.ndarray]]
+    refs: list[list[np.ndarray]]  # LiteRT's reference kernels
+    optimized: list[list[np.ndarray]]  # LiteRT's optimized builtin kernels (no delegate)
+    steps: list[float | None]
+
+
+def litert_reference(path: Path, spec: InputSpec) -> LiteRTReference:
+    """Seeded inputs for a .tflite model and LiteRT's outputs on them."""
+    feeds = make_inputs(tflite_inputs(path), spec)
+    return LiteRTReference(feeds, run_litert(path, feeds),
+                           run_litert(path, feeds, "BUILTIN_WITHOUT_DEFAULT_DELEGATES"),
+                           tflite_output_steps(path))
+
+
+def with_litert_optimized(vs_ref: dict, vs_optimized: dict) -> dict:
+    """Correctness metrics against LiteRT's reference kernels, with the exact share against its
+    optimized kernels beside them."""
+    return {**vs_ref, "reference": f"LiteRT (optimized kernels {vs_optimized['exact']:.2%})",
+            "exact_litert_optimized": vs_optimized["exact"]}
+
+
+def reference_name(model: ModelSpec) -> str:
+    from farm.models.registry import BUILTINS
+
+    tflite = BUILTINS[model.builtin].tflite if model.builtin else is_tflite(model.path)
+    return "LiteRT (reference kernels)" if tflite else "ONNX Runtime"

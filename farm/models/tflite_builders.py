@@ -6,7 +6,7 @@ TFLite converter does: int8 activations with an asymmetric per-tensor grid from 
 (zero points ≠ 0), conv / depthwise weights symmetric per output channel, fully-connected weights
 per tensor, int32 biases on the input × weight scale, softmax output on the 1/256 grid. The
 calibration values are fake-quantized after each layer, so later layers see what the int8 model
-computes. The same layers are written twice: the int8 model and the float32 model it stands for.
+computes. (The float32 baseline is derived from the int8 file: farm/models/tflite_float.py.)
 """
 
 from __future__ import annotations
@@ -21,8 +21,7 @@ from farm.models.tflite_writer import OP, FlatModel
 
 @dataclass(frozen=True)
 class QTensor:
-    q: int  # tensor index in the int8 model
-    f: int  # tensor index in the float32 model
+    index: int  # tensor index in the model
     shape: tuple[int, ...]
     scale: float
     zp: int
@@ -61,7 +60,7 @@ _ACT = {None: (-np.inf, np.inf), "relu": (0.0, np.inf), "relu6": (0.0, 6.0)}
 class QGraph:
     def __init__(self, name: str, seed: int, shape: tuple[int, ...], calib_count: int = 2):
         self.rng = np.random.default_rng(seed)
-        self.qm, self.fm = FlatModel(name), FlatModel(name)
+        self.model = FlatModel(name)
         self.count = 0
         scale, zp = _qparams(-1.0, 1.0)
         calib = _fake_quant(self.rng.uniform(-1, 1, (calib_count, *shape[1:])), scale, zp)
@@ -72,8 +71,7 @@ class QGraph:
         return f"{prefix}_{self.count}"
 
     def _tensor(self, name: str, shape, scale: float, zp: int, calib: np.ndarray) -> QTensor:
-        return QTensor(self.qm.tensor(name, shape, "int8", scale, zp), self.fm.tensor(name, shape, "float32"),
-                       tuple(shape), scale, zp, calib)
+        return QTensor(self.model.tensor(name, shape, "int8", scale, zp), tuple(shape), scale, zp, calib)
 
     def _output(self, prefix: str, y: np.ndarray, act: str | None = None,
                 grid: tuple[float, int] | None = None) -> QTensor:
@@ -82,20 +80,17 @@ class QGraph:
         scale, zp = grid or _qparams(float(y.min()), float(y.max()))
         return self._tensor(self._name(prefix), (1, *y.shape[1:]), scale, zp, _fake_quant(y, scale, zp))
 
-    def _int_const(self, prefix: str, values: list[int]) -> tuple[int, int]:
-        """An int32 constant vector (axes, shapes) in both models."""
-        name, arr = self._name(prefix), np.array(values, dtype=np.int32)
-        return (self.qm.tensor(name, [arr.size], "int32", data=arr),
-                self.fm.tensor(name, [arr.size], "int32", data=arr))
+    def _int_const(self, prefix: str, values: list[int]) -> int:
+        """An int32 constant vector (axes, shapes)."""
+        arr = np.array(values, dtype=np.int32)
+        return self.model.tensor(self._name(prefix), [arr.size], "int32", data=arr)
 
-    def _op(self, code: int, ins: list[QTensor], consts: list[tuple[int, int]], out: QTensor,
-            options=(0, None)) -> None:
-        self.qm.op(code, [t.q for t in ins] + [c[0] for c in consts], [out.q], *options)
-        self.fm.op(code, [t.f for t in ins] + [c[1] for c in consts], [out.f], *options)
+    def _op(self, code: int, ins: list[QTensor], consts: list[int], out: QTensor, options=(0, None)) -> None:
+        self.model.op(code, [t.index for t in ins] + consts, [out.index], *options)
 
     def _weights(self, name: str, wf: np.ndarray, x: QTensor, bias: np.ndarray, axis: int | None):
-        """int8 weights (per channel along `axis`, or per tensor) and the int32 bias, in both models;
-        returns (constants, dequantized weights, bias as the int8 model sees it)."""
+        """int8 weights (per channel along `axis`, or per tensor) and the int32 bias; returns
+        (constants, dequantized weights, bias as the int8 model sees it)."""
         red = tuple(i for i in range(wf.ndim) if i != axis) if axis is not None else None
         amax = np.maximum(np.abs(wf).max(axis=red), 1e-8)
         ws = (amax / 127.0).astype(np.float32)
@@ -107,12 +102,9 @@ class QGraph:
         bs = (np.float32(x.scale) * ws).astype(np.float32).reshape(-1)
         bq = np.round(bias / bs.astype(np.float64)).astype(np.int32)
         n = wf.shape[axis] if axis is not None else 1
-        consts = [(self.qm.tensor(f"{name}_w", wf.shape, "int8", ws, np.zeros(n, int), axis or 0, wq),
-                   self.fm.tensor(f"{name}_w", wf.shape, "float32", data=wd.astype(np.float32))),
-                  (self.qm.tensor(f"{name}_b", [bias.size], "int32", np.broadcast_to(bs, bias.shape),
-                                  np.zeros(bias.size, int), 0, bq),
-                   self.fm.tensor(f"{name}_b", [bias.size], "float32",
-                                  data=(bq * bs.astype(np.float64)).astype(np.float32)))]
+        consts = [self.model.tensor(f"{name}_w", wf.shape, "int8", ws, np.zeros(n, int), axis or 0, wq),
+                  self.model.tensor(f"{name}_b", [bias.size], "int32", np.broadcast_to(bs, bias.shape),
+                                 np.zeros(bias.size, int), 0, bq)]
         return consts, wd, bq * bs.astype(np.float64)
 
     def conv(self, x: QTensor, cout: int, k: int, stride: int = 1, act: str | None = "relu6",
@@ -174,12 +166,12 @@ class QGraph:
         self._op(OP.SOFTMAX, [x], [], out, w.softmax_options())
         return out
 
-    def serialize(self, out: QTensor) -> tuple[bytes, bytes]:
-        """(int8 model, float32 model) as .tflite bytes."""
-        return (self.qm.serialize([self.input.q], [out.q]), self.fm.serialize([self.input.f], [out.f]))
+    def serialize(self, *outs: QTensor) -> bytes:
+        """The .tflite bytes of the model with these outputs."""
+        return self.model.serialize([self.input.index], [o.index for o in outs])
 
 
-def tflite_tiny(seed: int = 0) -> tuple[bytes, bytes]:
+def tflite_tiny(seed: int = 0) -> bytes:
     """Every op class of a MobileNet and a ResNet block in a 16x16 net: conv (ReLU6), depthwise
     (ReLU), pointwise conv (no activation), residual add (ReLU), average pool, mean, fully
     connected, softmax."""
@@ -193,10 +185,10 @@ def tflite_tiny(seed: int = 0) -> tuple[bytes, bytes]:
     return g.serialize(g.softmax(g.fully_connected(y, 10)))
 
 
-def mobilenet_v1(seed: int = 0, alpha: float = 0.25, size: int = 224, classes: int = 1001
-                 ) -> tuple[bytes, bytes]:
+def mobilenet_v1(seed: int = 0, alpha: float = 0.25, size: int = 224, classes: int = 1001) -> bytes:
     """MobileNet v1 (width `alpha`) as in mobilenet_v1_0.25_224_quant.tflite: 3x3 conv, 13
-    depthwise + pointwise blocks with ReLU6, 7x7 average pool, 1x1 conv logits, reshape, softmax."""
+    depthwise + pointwise blocks with ReLU6, 7x7 average pool, 1x1 conv logits, reshape, softmax.
+    The int8 logits are a second output: a check of the probabilities alone sees mostly -128."""
     g = QGraph(f"mobilenet_v1_{alpha}_{size}", seed, (1, size, size, 3))
     c = int(32 * alpha)
     y = g.conv(g.input, c, 3, stride=2)
@@ -206,5 +198,5 @@ def mobilenet_v1(seed: int = 0, alpha: float = 0.25, size: int = 224, classes: i
         c = int(width * alpha)
         y = g.conv(y, c, 1)
     y = g.avg_pool(y, y.shape[1], 1)
-    y = g.conv(y, classes, 1, act=None)
-    return g.serialize(g.softmax(g.reshape(y, [1, classes])))
+    logits = g.reshape(g.conv(y, classes, 1, act=None), [1, classes])
+    return g.serialize(g.softmax(logits), logits)
