@@ -67,9 +67,11 @@ class RPCModel(LoadedModel):
         return [tvm.runtime.tensor(x, self.dev) for x in inputs]
 
     def run(self, inputs: list[np.ndarray]) -> list[np.ndarray]:
-        out = self.vm["main"](*self._args(inputs))
-        items = out if isinstance(out, (list, tuple)) or type(out).__name__ == "Array" else [out]
-        return [o.numpy() for o in items]
+        # stateful call: a tuple result is fetched field by field (a remote Array has no .numpy)
+        self.vm.set_input("main", *self._args(inputs))
+        self.vm.invoke_stateful("main")
+        out = self.vm.get_outputs("main")
+        return [o.numpy() for o in (out if isinstance(out, tuple) else [out])]
 
     def time(self, inputs: list[np.ndarray], spec: LatencySpec) -> list[float]:
         args = self._args(inputs)
