@@ -14,7 +14,10 @@ Hexagon kernels apply on every device:
   weights, depthwise kernels);
 - TFLite's integer average pool (window sum of the raw values, divided rounding half away from
   zero by the count of real inputs) becomes a ones-kernel depthwise sum in NCHW and an exact
-  rounded division, as LiteRT computes it.
+  rounded division, as LiteRT computes it;
+- int8 activations become uint8 with zero point + 128 (the same real values, exactly): the x86
+  VNNI kernels multiply u8 × s8, as for ONNX models. Model inputs and outputs keep int8; the
+  conversions sit at the edges.
 `cancel_transposes` then removes the NCHW → NHWC → NCHW round trips between lowered layers.
 """
 
@@ -33,6 +36,9 @@ TO_NCHW, TO_NHWC = [0, 3, 1, 2], [0, 2, 3, 1]
 _KERNEL_TO_OIHW = {"HWIO": [3, 2, 0, 1], "HWOI": [2, 3, 0, 1], "OIHW": [0, 1, 2, 3]}
 # ops through which a transpose commutes (elementwise on one tensor, or scalar constants)
 _ELEMENTWISE = ("relax.clip", "relax.astype")
+# ops that move integers without looking at their values' sign: they run on the shifted uint8
+_MOVES = ("relax.permute_dims", "relax.reshape", "relax.squeeze", "relax.expand_dims", "relax.nn.max_pool2d")
+SHIFT = 128  # int8 value + 128 = uint8 value
 
 
 def import_tflite(path: Path):
@@ -107,6 +113,25 @@ def _make_normalizer():
             super().__init__(mod)
             self.defs = defs
             self.nchw: dict = {}  # NHWC conv var of the original → its NCHW conv in the new function
+            self.shifted: set = set()  # vars of the original whose new value is the uint8 form
+            self.params: dict = {}  # int8 function parameter → its uint8 form, emitted at first use
+
+        def is_shifted(self, e) -> bool:
+            return isinstance(e, relax.Var) and (e in self.shifted or (
+                e not in self.defs and str(e.ty.dtype) == "int8"))  # a parameter
+
+        def u8(self, e):
+            """The uint8 form of an int8 activation of the original."""
+            if e in self.shifted:
+                return self.visit_expr(e)
+            if e not in self.params:
+                self.params[e] = self.builder_.emit(_shift(self.visit_expr(e), SHIFT, "uint8"))
+            return self.params[e]
+
+        def i8(self, e):
+            """The new expression of e, in int8 if the original is int8."""
+            return self.builder_.emit(_shift(self.visit_expr(e), -SHIFT, "int8")) \
+                if isinstance(e, relax.Var) and e in self.shifted else self.visit_expr(e)
 
         def val(self, e):
             while isinstance(e, relax.Var) and e in self.defs:
@@ -151,19 +176,55 @@ def _make_normalizer():
             value = self.const_value(e)
             return None if value is None else (value, None)
 
+        def shift(self, value):
+            """The uint8 form of a binding that yields an int8 activation (None: not one)."""
+            if is_op(value, "relax.quantize") and str(value.attrs.out_dtype) == "int8":
+                return op.quantize(self.visit_expr(value.args[0]), value.args[1], _plus(value.args[2], SHIFT),
+                                   axis=int(value.attrs.axis), out_dtype="uint8")
+            if is_op(value, "relax.clip") and self.is_shifted(value.args[0]):
+                lo, hi = (float(getattr(a.value, "value", a.value)) + SHIFT for a in value.args[1:3])
+                return op.clip(self.u8(value.args[0]), lo, hi)
+            if any(is_op(value, name) for name in _MOVES) and self.is_shifted(value.args[0]):
+                return relax.Call(value.op, [self.u8(value.args[0]), *value.args[1:]], value.attrs, value.ty_args)
+            if is_op(value, "relax.astype"):
+                return self.int_avg_pool(value)
+            return None
+
+        def unshift_args(self, value, output: bool):
+            """A call or tuple with its int8 operands given back in int8 (None: none shifted)."""
+            if isinstance(value, relax.Var) and value in self.shifted:  # an alias: only outputs need int8
+                return self.i8(value) if output else None
+            if isinstance(value, relax.Tuple) and any(self.is_shifted(f) for f in value.fields):
+                return relax.Tuple([self.i8(f) for f in value.fields])
+            if isinstance(value, relax.Call) and any(isinstance(a, relax.Var) and a in self.shifted
+                                                     for a in value.args):
+                return relax.Call(value.op, [self.i8(a) for a in value.args], value.attrs, value.ty_args)
+            return None
+
         def visit_var_binding_(self, binding) -> None:
             value = binding.value
-            new = None
-            if is_op(value, "relax.nn.conv2d") and value.attrs.data_layout == "NHWC":
+            new, output = None, not isinstance(binding.var, relax.DataflowVar)
+            if (shifted := self.shift(value)) is not None:
+                if output:  # model outputs stay int8
+                    new = _shift(self.builder_.emit(shifted), -SHIFT, "int8")
+                else:
+                    self.shifted.add(binding.var)
+                    new = shifted
+            elif is_op(value, "relax.dequantize") and self.is_shifted(value.args[0]):
+                new = op.dequantize(self.u8(value.args[0]), value.args[1], _plus(value.args[2], SHIFT),
+                                    axis=int(value.attrs.axis))
+            elif is_op(value, "relax.nn.conv2d") and value.attrs.data_layout == "NHWC":
                 new = self.conv(binding.var, value)
             elif is_op(value, "relax.add"):
                 new = self.bias_add(value)
-            elif is_op(value, "relax.astype"):
-                new = self.int_avg_pool(value)
             elif is_op(value, "relax.dequantize") and not isinstance(self.val(value.args[0]), Constant) \
                     and self.const_value(value.args[0]) is not None:  # a moved constant weight
                 new = op.dequantize(const(self.const_value(value.args[0])), value.args[1], value.args[2],
                                     axis=int(value.attrs.axis))
+            else:
+                new = self.unshift_args(value, output)
+            if new is None and isinstance(value, relax.Var) and value in self.shifted:
+                self.shifted.add(binding.var)
             if new is None:
                 super().visit_var_binding_(binding)
                 return
@@ -184,8 +245,10 @@ def _make_normalizer():
             weight = wt if q is None else op.dequantize(wt, q[0], q[1], axis=perm.index(q[2]))
             x = self.val(c.args[0])
             if is_op(x, "relax.dequantize"):  # transpose the integers, not the floats
-                x = op.dequantize(self.builder_.emit(op.permute_dims(self.visit_expr(x.args[0]), TO_NCHW)),
-                                  x.args[1], x.args[2], axis=int(x.attrs.axis))
+                shifted = self.is_shifted(x.args[0])
+                data = self.u8(x.args[0]) if shifted else self.visit_expr(x.args[0])
+                x = op.dequantize(self.builder_.emit(op.permute_dims(data, TO_NCHW)), x.args[1],
+                                  _plus(x.args[2], SHIFT) if shifted else x.args[2], axis=int(x.attrs.axis))
             else:
                 x = op.permute_dims(self.visit_expr(c.args[0]), TO_NCHW)
             t, left, b, r = (int(p) for p in a.padding)
@@ -220,12 +283,11 @@ def _make_normalizer():
                     or bool(pool.attrs.ceil_mode) or bool(pool.attrs.count_include_pad):
                 return None
             inner = self.val(pool.args[0])
-            out_dtype = str(cast.attrs.dtype)
-            if not is_op(inner, "relax.astype") or out_dtype not in ("int8", "uint8") \
-                    or str(inner.args[0].ty.dtype) != out_dtype:
+            if not is_op(inner, "relax.astype") or not self.is_shifted(inner.args[0]) \
+                    or str(cast.attrs.dtype) != "int8":
                 return None
-            return _tflite_avg_pool(self.builder_, self.visit_expr(inner.args[0]), pool.attrs,
-                                    [int(d) for d in pool.ty.shape], out_dtype)
+            return _tflite_avg_pool(self.builder_, self.u8(inner.args[0]), pool.attrs,
+                                    [int(d) for d in pool.ty.shape])
 
     return Normalizer
 
@@ -244,9 +306,10 @@ def _move(data: np.ndarray, axis: int, e, reshape: bool):
     return None
 
 
-def _tflite_avg_pool(bb, x, attrs, out_shape: list[int], out_dtype: str):
-    """Window sums of the raw integers (padding adds nothing) as a depthwise ones-kernel conv
-    in NCHW, divided by each window's count of real inputs rounding half away from zero."""
+def _tflite_avg_pool(bb, x, attrs, out_shape: list[int]):
+    """Window sums of the raw int8 values (here their uint8 forms, padded with the form of 0)
+    as a depthwise ones-kernel conv in NCHW, divided by each window's count of real inputs
+    rounding half away from zero; the result in its uint8 form."""
     from tvm import relax
 
     from farm.compile.int8.lower import _window_counts
@@ -256,16 +319,29 @@ def _tflite_avg_pool(bb, x, attrs, out_shape: list[int], out_dtype: str):
     kh, kw = (int(k) for k in attrs.pool_size)
     t, left, b, r = (int(p) for p in attrs.padding)
     strides, dil = [int(s) for s in attrs.strides], [int(d) for d in attrs.dilation]
-    lhs = bb.emit(op.nn.pad(op.permute_dims(x, TO_NCHW), [0, 0, 0, 0, t, b, left, r], pad_value=0.0))
+    lhs = bb.emit(op.nn.pad(op.permute_dims(x, TO_NCHW), [0, 0, 0, 0, t, b, left, r], pad_value=float(SHIFT)))
     ones = const(np.ones((c, 1, kh, kw), dtype=np.int8))
     total = bb.emit(op.nn.conv2d(lhs, ones, strides=strides, padding=[0, 0, 0, 0], dilation=dil,
                                  groups=c, out_dtype="int32"), name_hint=AVG_POOL_SUM)
+    total = bb.emit(op.subtract(total, const(np.int32(SHIFT * kh * kw))))
     oh, ow = out_shape[1], out_shape[2]
     counts = _window_counts(h, w, (kh, kw), strides, dil, (t, left, b, r), (oh, ow)).astype(np.int64)
-    q = tflite_arith.rounded_div(bb, total, counts.reshape(1, 1, oh, ow))
-    lo, hi = (int(v) for v in (np.iinfo(out_dtype).min, np.iinfo(out_dtype).max))
-    res = bb.emit(op.astype(op.minimum(op.maximum(q, i64(lo)), i64(hi)), out_dtype))
+    q = tflite_arith.rounded_div(bb, total, counts.reshape(1, 1, oh, ow), SHIFT * kh * kw)
+    res = bb.emit(op.astype(op.minimum(op.maximum(op.add(q, i64(SHIFT)), i64(0)), i64(255)), "uint8"))
     return op.permute_dims(res, TO_NHWC)
+
+
+def _shift(x, by: int, dtype: str):
+    """x ± 128 as the other 8-bit type (the same real value on a zero point moved by `by`)."""
+    from tvm import relax
+
+    op = relax.op
+    return op.astype(op.add(op.astype(x, "int16"), const(np.int16(by))), dtype)
+
+
+def _plus(zero_point, by: int):
+    """A zero-point constant moved by `by`."""
+    return const((zero_point.value.numpy().astype(np.int64) + by).astype(np.int32))
 
 
 def _make_canceller():
