@@ -143,6 +143,50 @@ def test_relax_arithmetic_matches_its_twin():
     np.testing.assert_array_equal(got[3], A.rounded_div_np(tot, counts))
 
 
+def _softmax_model(seed: int, classes: int) -> bytes:
+    g = QGraph("t", seed, (1, 1, 1, 64))
+    logits = g.fully_connected(g.reshape(g.input, [1, 64]), classes)
+    return g.serialize(g.softmax(logits), logits)
+
+
+@pytest.mark.parametrize("classes", [3, 10, 1001])
+def test_softmax_twin_matches_litert(classes):
+    """gemmlowp's fixed-point softmax (numpy) equals LiteRT's int8 softmax, peaked or flat."""
+    from farm.compile.int8.tflite_softmax import softmax_np
+
+    rng = np.random.default_rng(classes)
+    peaks = []
+    for seed in range(4):
+        it = _interpreter(_softmax_model(seed, classes), rng.integers(-128, 128, (1, 1, 1, 64)).astype(np.int8))
+        probs, logits = (it.get_tensor(d["index"]) for d in it.get_output_details())
+        scale = it.get_output_details()[1]["quantization"][0]
+        np.testing.assert_array_equal(softmax_np(logits, scale), probs)
+        peaks.append(int(probs.max()))
+    assert classes > 100 or max(peaks) > -100  # some rows are far from uniform
+
+
+def test_relax_softmax_matches_its_twin():
+    import tvm
+    from tvm import relax
+
+    from farm.compile.int8.tflite_softmax import softmax, softmax_np
+
+    rng = np.random.default_rng(5)
+    x = rng.integers(-128, 128, (6, 40)).astype(np.int8)
+    x[1] = -128  # a flat row
+    x[2, :] = -128
+    x[2, 7] = 127  # one spike
+    for scale in (0.002, 0.03, 0.2):
+        bb = relax.BlockBuilder()
+        v = relax.Var("x", relax.TensorType(x.shape, "int8"))
+        with bb.function("main", [v]):
+            with bb.dataflow():
+                out = bb.emit_output(softmax(bb, v, scale, 0, "int8"))
+            bb.emit_func_output(out)
+        vm = relax.VirtualMachine(tvm.compile(bb.get(), "llvm"), tvm.cpu())
+        np.testing.assert_array_equal(vm["main"](tvm.runtime.tensor(x)).numpy(), softmax_np(x, scale))
+
+
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
     path = tmp_path_factory.mktemp("tflite") / "tiny.tflite"
@@ -151,8 +195,8 @@ def tiny(tmp_path_factory):
 
 
 def test_tiny_model_lowers_to_integers_and_matches_litert_bit_for_bit(tiny, registry, tmp_path):
-    """Every conv / depthwise / dense / pool of the imported model computes in int8 (only the
-    final softmax stays float), NCHW for the schedules, and the compiled model equals LiteRT."""
+    """Every conv / depthwise / dense / pool of the imported model computes in int8, and the
+    softmax too (nothing stays float), NCHW for the schedules; the compiled model equals LiteRT."""
     from farm.compile.build import compile_model, lower_model
     from farm.compile.lowering_report import relax_dot_ops
 
@@ -160,7 +204,7 @@ def test_tiny_model_lowers_to_integers_and_matches_litert_bit_for_bit(tiny, regi
     ops = relax_dot_ops(mod, reasons)
     assert sorted(o["op"] for o in ops) == ["avg_pool2d", "conv2d", "conv2d", "conv2d", "conv2d", "dense"]
     assert all(o["compute"] == "int8" for o in ops)
-    assert list(reasons.values()) == ["no integer form for nn.softmax"]
+    assert reasons == {} and "softmax" not in mod.script(show_meta=False)
     assert 'layout="NHWC"' not in mod.script(show_meta=False)  # the schedules' NCHW convs
     art = compile_model(tiny, registry.get("host"), tmp_path)
     rng = np.random.default_rng(0)

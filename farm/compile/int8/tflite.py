@@ -15,6 +15,8 @@ Hexagon kernels apply on every device:
 - TFLite's integer average pool (window sum of the raw values, divided rounding half away from
   zero by the count of real inputs) becomes a ones-kernel depthwise sum in NCHW and an exact
   rounded division, as LiteRT computes it;
+- the int8 softmax (output grid 1/256, zero point -128) becomes TFLite's integer softmax
+  (tflite_softmax.py);
 - int8 activations become uint8 with zero point + 128 (the same real values, exactly): the x86
   VNNI kernels multiply u8 × s8, as for ONNX models. Model inputs and outputs keep int8; the
   conversions sit at the edges.
@@ -27,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from farm.compile.int8 import tflite_arith
+from farm.compile.int8 import tflite_arith, tflite_softmax
 from farm.compile.int8.fixedpoint import const, i64
 from farm.compile.int8.lower import AVG_POOL_SUM
 from farm.errors import FarmError
@@ -178,6 +180,8 @@ def _make_normalizer():
 
         def shift(self, value):
             """The uint8 form of a binding that yields an int8 activation (None: not one)."""
+            if (sm := self.int_softmax(value)) is not None:
+                return sm
             if is_op(value, "relax.quantize") and str(value.attrs.out_dtype) == "int8":
                 return op.quantize(self.visit_expr(value.args[0]), value.args[1], _plus(value.args[2], SHIFT),
                                    axis=int(value.attrs.axis), out_dtype="uint8")
@@ -189,6 +193,23 @@ def _make_normalizer():
             if is_op(value, "relax.astype"):
                 return self.int_avg_pool(value)
             return None
+
+        def int_softmax(self, q):
+            """quantize(softmax(dequantize(x)), 1/256, -128, int8) on the last axis: TFLite's
+            integer softmax, in uint8 form (None: not that pattern)."""
+            if not is_op(q, "relax.quantize") or str(q.attrs.out_dtype) != "int8":
+                return None
+            sm = self.val(q.args[0])
+            if not is_op(sm, "relax.nn.softmax") or int(sm.attrs.axis) not in (-1, len(sm.ty.shape) - 1):
+                return None
+            dq = self.val(sm.args[0])
+            if not is_op(dq, "relax.dequantize") or not self.is_shifted(dq.args[0]):
+                return None
+            scale = [v.value.numpy() for v in (q.args[1], q.args[2], dq.args[1]) if isinstance(v, Constant)]
+            if len(scale) != 3 or scale[0].size != 1 or scale[2].size != 1 \
+                    or float(scale[0]) != 1 / 256 or int(scale[1]) != -128:
+                return None
+            return tflite_softmax.softmax(self.builder_, self.u8(dq.args[0]), float(scale[2]), SHIFT, "uint8")
 
         def unshift_args(self, value, output: bool):
             """A call or tuple with its int8 operands given back in int8 (None: none shifted)."""
