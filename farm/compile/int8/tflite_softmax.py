@@ -126,16 +126,6 @@ def _srdhm(a, b):
     return op.right_shift(op.add(op.multiply(a, b), i64(1 << 30)), i64(31))
 
 
-def _sat_shl(x, n: int):
-    """SaturatingRoundingMultiplyByPOT<n> for n > 0."""
-    from tvm import relax
-
-    op = relax.op
-    t = (1 << (31 - n)) - 1
-    return op.where(op.greater(x, i64(t)), i64(INT32_MAX),
-                    op.where(op.less(x, i64(-t)), i64(INT32_MIN), op.left_shift(x, i64(n))))
-
-
 def softmax(bb, x, input_scale: float, out_offset: int, out_dtype: str):
     """Emit the int8 softmax over the last axis of x (int8, or its uint8 form: only differences
     to the row maximum matter); the result + out_offset (-128 for int8, 0 for the uint8 form)."""
@@ -155,9 +145,12 @@ def softmax(bb, x, input_scale: float, out_offset: int, out_dtype: str):
     a = op.subtract(op.bitwise_and(op.left_shift(total, clz), i64(0xFFFFFFFF)), i64(1 << 31))
     half = bb.emit(op.right_shift(op.add(a, i64(INT32_MAX + 1)), i64(1)))
     r = bb.emit(op.add(i64(1515870810), _srdhm(half, i64(-1010580540))))
+    # Newton steps: the correction x·(1 - h·x) stays far below 2^29 (the first guess 48/17 - 32/17·h
+    # is within 1/17 of 1/h), so Rescale<2> never saturates: a plain shift. (Keeping the
+    # saturating form makes each step use r thrice more; inlined for Hexagon, LLVM chokes.)
     for _ in range(3):
-        r = bb.emit(op.add(r, _sat_shl(_srdhm(r, op.subtract(i64(1 << 29), _srdhm(half, r))), 2)))
-    scale = bb.emit(_sat_shl(r, 1))
+        r = bb.emit(op.add(r, op.left_shift(_srdhm(r, op.subtract(i64(1 << 29), _srdhm(half, r))), i64(2))))
+    scale = bb.emit(op.minimum(op.left_shift(r, i64(1)), i64(INT32_MAX)))  # r > 0: Rescale<0>
     h = bb.emit(_srdhm(scale, ev))  # ≥ 0: RoundingDivideByPOT is (h + 2^(k-1)) >> k
     k = bb.emit(op.subtract(i64(ACCUM_BITS + 31 - 8), clz))
     q = op.right_shift(op.add(h, op.left_shift(i64(1), op.subtract(k, i64(1)))), k)
