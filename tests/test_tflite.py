@@ -256,6 +256,20 @@ def test_bad_tflite_is_one_line_error(content, what, tiny, tmp_path, write, caps
     assert len(err[-1:]) == 1 and "bad.tflite" in err[-1] and what in err[-1] and "Traceback" not in err[-1]
 
 
+def test_operator_tvm_cannot_import_is_one_line_error(tmp_path):
+    from farm.compile.int8.tflite import import_tflite
+    from farm.models.tflite_writer import OP, FlatModel
+
+    m = FlatModel()
+    x, y = (m.tensor(n, [1, 8], "int8", 0.1, 3) for n in ("x", "y"))
+    m.op(OP.SQUARE, [x], [y])  # TVM's TFLite frontend has no quantized SQUARE
+    path = tmp_path / "square.tflite"
+    path.write_bytes(m.serialize([x], [y]))
+    with pytest.raises(FarmError, match=r"TVM cannot import square.tflite: .*SQUARE") as e:
+        import_tflite(path)
+    assert "\n" not in str(e.value)
+
+
 def test_builtin_models_are_deterministic():
     assert tflite_tiny() == tflite_tiny()
     assert tflite_tiny(seed=1) != tflite_tiny()

@@ -170,9 +170,8 @@ def _make_normalizer():
                 if inner is None:
                     return None
                 data, q = inner
-                new = self.const_value(e) if q is None else None
-                if q is None:
-                    return new, None
+                if q is None:  # a float weight
+                    return self.const_value(e), None
                 moved = _move(data, q[2], e, is_op(e, "relax.reshape"))
                 return None if moved is None else (moved[0], (q[0], q[1], moved[1]))
             value = self.const_value(e)
@@ -248,10 +247,8 @@ def _make_normalizer():
                 self.shifted.add(binding.var)
             if new is None:
                 super().visit_var_binding_(binding)
-                return
-            emit = self.builder_.emit if isinstance(binding.var, relax.DataflowVar) \
-                else self.builder_.emit_output
-            self.set_var_remap(binding.var, emit(new, name_hint=binding.var.name))
+            else:
+                self.set_var_remap(binding.var, _emit_as(self.builder_, binding.var, new))
 
         def conv(self, var, c):
             """NCHW / OIHW conv of an NHWC conv (None: left as imported); remembered for the bias
@@ -311,6 +308,14 @@ def _make_normalizer():
                                     [int(d) for d in pool.ty.shape])
 
     return Normalizer
+
+
+def _emit_as(bb, var, value):
+    """Bind `value` under the name of `var`, as a dataflow var or an output like var."""
+    from tvm import relax
+
+    emit = bb.emit if isinstance(var, relax.DataflowVar) else bb.emit_output
+    return emit(value, name_hint=var.name)
 
 
 def _move(data: np.ndarray, axis: int, e, reshape: bool):
@@ -382,10 +387,8 @@ def _make_canceller():
             new = self.cancel(value) if is_op(value, "relax.permute_dims") else None
             if new is None:
                 super().visit_var_binding_(binding)
-                return
-            emit = self.builder_.emit if isinstance(binding.var, relax.DataflowVar) \
-                else self.builder_.emit_output
-            self.set_var_remap(binding.var, emit(new, name_hint=binding.var.name))
+            else:
+                self.set_var_remap(binding.var, _emit_as(self.builder_, binding.var, new))
 
         def cancel(self, outer):
             p2 = perm(outer)
