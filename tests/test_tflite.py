@@ -67,7 +67,7 @@ def _twin(kind: str, it, x: np.ndarray) -> np.ndarray:
             acc = xz.reshape(1, -1) @ w.T
         lo = zo if kind == "conv" else -128  # conv: ReLU6's lower bound (6.0 is above the grid)
         m = np.float64(np.float32(sx)) * sw.astype(np.float64) / np.float64(np.float32(so))
-        return A.requantize_np(acc + b, m, zo, lo, 127)
+        return A.requantize_np(acc + b, m, zo, lo, 127, single_rounding=kind == "fc")
     if kind == "add":
         c, sc, zc, _ = _tensor(it, "conv")
         return A.add_np(x, zx, sx, c, zc, sc, so, zo, max(zo, -128), 127)
@@ -87,6 +87,26 @@ def test_tflite_arithmetic_matches_litert(kind):
         it = _interpreter(_single_op(kind, seed), x)
         out = it.get_tensor(it.get_output_details()[0]["index"])
         np.testing.assert_array_equal(_twin(kind, it, x).reshape(out.shape), out)
+
+
+def test_fully_connected_rounds_once_and_conv_twice():
+    """Measured, not assumed: over 1000 outputs, LiteRT's FULLY_CONNECTED agrees only with one
+    rounding, its CONV_2D only with two."""
+    x = np.random.default_rng(1).integers(-128, 128, (1, 1, 1, 64)).astype(np.int8)
+    misses = {}
+    for kind in ("fc", "conv"):
+        g = QGraph("t", 2, (1, 1, 1, 64))
+        y = g.fully_connected(g.reshape(g.input, [1, 64]), 1000) if kind == "fc" else g.conv(g.input, 1000, 1, act=None)
+        it = _interpreter(g.serialize(y), x)
+        out = it.get_tensor(it.get_output_details()[0]["index"]).reshape(-1)
+        w, _, _, sw = _tensor(it, kind, "_w")
+        acc = (x.reshape(1, -1).astype(np.int64) - _tensor(it, "input")[2]) @ w.reshape(1000, -1).T.astype(np.int64) \
+            + _tensor(it, kind, "_b")[0]
+        so, zo = it.get_output_details()[0]["quantization"]
+        m = np.float64(np.float32(_tensor(it, "input")[1])) * sw.astype(np.float64) / np.float64(np.float32(so))
+        misses[kind] = [int((A.requantize_np(acc, m, zo, -128, 127, once).reshape(-1) != out).sum())
+                        for once in (True, False)]
+    assert misses["fc"][0] == 0 < misses["fc"][1] and misses["conv"][1] == 0 < misses["conv"][0], misses
 
 
 def test_double_rounding_is_not_rounding_once():
@@ -128,10 +148,11 @@ def test_relax_arithmetic_matches_its_twin():
     with bb.function("main", xs):
         with bb.dataflow():
             r = bb.emit(A.requantize(bb, xs[0], m, 3, -2**31, 2**31 - 1, "int32"))
+            r1 = bb.emit(A.requantize(bb, xs[0], m, 3, -2**31, 2**31 - 1, "int32", single_rounding=True))
             s = bb.emit(A.add(bb, xs[1], 5, 0.02, xs[2], -3, 0.07, out))
             t = bb.emit(A.mean(bb, xs[1], 5, 0.02, [1, 2], True, 20, out))
             d = A.rounded_div(bb, xs[3], counts, 128 * 49)
-            res = bb.emit_output(relax.Tuple([r, s, t, d]))
+            res = bb.emit_output(relax.Tuple([r, s, t, d, r1]))
         bb.emit_func_output(res)
     ex = tvm.compile(bb.get(), "llvm")
     vm = relax.VirtualMachine(ex, tvm.cpu())
@@ -141,6 +162,7 @@ def test_relax_arithmetic_matches_its_twin():
     np.testing.assert_array_equal(got[1], A.add_np(a8, 5, 0.02, b8, -3, 0.07, 0.05, -7))
     np.testing.assert_array_equal(got[2], A.mean_np(a8, 5, 0.02, [1, 2], 0.05, -7).reshape(2, 1, 1, 6))
     np.testing.assert_array_equal(got[3], A.rounded_div_np(tot, counts))
+    np.testing.assert_array_equal(got[4], A.requantize_np(acc, m, 3, -2**31, 2**31 - 1, single_rounding=True))
 
 
 def _softmax_model(seed: int, classes: int) -> bytes:
@@ -210,7 +232,9 @@ def test_tiny_model_lowers_to_integers_and_matches_litert_bit_for_bit(tiny, regi
     rng = np.random.default_rng(0)
     feeds = [{"input": rng.integers(-128, 128, (1, 16, 16, 3)).astype(np.int8)} for _ in range(6)]
     for got, ref in zip(run_lib(art.lib, feeds), run_litert(tiny, feeds), strict=True):
-        np.testing.assert_array_equal(got[0], ref[0])
+        assert len(got) == len(ref) == 2
+        for g, r in zip(got, ref, strict=True):
+            np.testing.assert_array_equal(g, r)
 
 
 def test_tflite_suite_end_to_end_on_host(write, shared_data, capsys, no_orphans):
@@ -223,6 +247,7 @@ def test_tflite_suite_end_to_end_on_host(write, shared_data, capsys, no_orphans)
     results = {r.check: r for r in store.results(store.run()["id"])}
     corr = results["correctness"].metrics
     assert corr["exact"] == 1.0 and corr["max_lsb"] == 0 and corr["reference"].startswith("LiteRT")
+    assert corr["elements"] == 8 * (10 + 10)  # both outputs (probabilities, logits) over RPC
     assert results["latency-fp32"].status == "pass"
     assert results["compile"].metrics["lowering"]["summary"]["int8_ops"] == 5
 

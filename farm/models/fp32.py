@@ -17,7 +17,7 @@ from onnx import helper, numpy_helper
 
 from farm.compile.int8.qoperator import has_qoperators, qoperator_to_qdq
 from farm.errors import FarmError
-from farm.models.registry import ModelFiles, load_onnx
+from farm.models.registry import ModelFiles, load_onnx, write_atomic
 from farm.models.tflite import is_tflite
 
 
@@ -125,10 +125,5 @@ def _derived_tflite(model: ModelFiles, out: Path) -> Path:
     from farm.models.tflite_float import float_tflite
 
     if not out.exists():
-        data = float_tflite(model.path)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=out.parent, suffix=".tmp")
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, out)
+        write_atomic(out, float_tflite(model.path))
     return out

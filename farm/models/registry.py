@@ -83,11 +83,17 @@ def build_builtin(name: str, cache_dir: Path) -> ModelFiles:
 def _build_tflite(name: str, spec: Builtin, digest: str, cache_dir: Path) -> ModelFiles:
     path = cache_dir / f"{name}-{digest}-int8.tflite"
     if not path.exists():
-        fd, tmp = tempfile.mkstemp(dir=cache_dir, suffix=".tmp")  # parallel workers build too
-        with os.fdopen(fd, "wb") as f:
-            f.write(spec.build())
-        os.replace(tmp, path)
+        write_atomic(path, spec.build())
     return ModelFiles(name, path)  # its float32 model is derived (farm/models/fp32.py)
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """Write a file that readers (parallel workers building the same model) see whole or not at all."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+    os.replace(tmp, path)
 
 
 def load_onnx(path: Path) -> onnx.ModelProto:

@@ -174,15 +174,15 @@ class QGraph:
 def tflite_tiny(seed: int = 0) -> bytes:
     """Every op class of a MobileNet and a ResNet block in a 16x16 net: conv (ReLU6), depthwise
     (ReLU), pointwise conv (no activation), residual add (ReLU), average pool, mean, fully
-    connected, softmax."""
+    connected, softmax; outputs: probabilities and logits."""
     g = QGraph("tflite-tiny", seed, (1, 16, 16, 3))
     y = g.conv(g.input, 8, 3)
     y = g.conv(y, 8, 3, stride=2, act="relu", depthwise=True)
     y = g.conv(y, 16, 1, act=None)
     y = g.add(y, g.conv(y, 16, 1, act="relu"), act="relu")
     y = g.avg_pool(y, 2, 2)
-    y = g.mean(y, keep_dims=False)
-    return g.serialize(g.softmax(g.fully_connected(y, 10)))
+    logits = g.fully_connected(g.mean(y, keep_dims=False), 10)
+    return g.serialize(g.softmax(logits), logits)
 
 
 def mobilenet_v1(seed: int = 0, alpha: float = 0.25, size: int = 224, classes: int = 1001) -> bytes:

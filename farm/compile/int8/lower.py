@@ -365,7 +365,7 @@ def _make_lowerer():
                 shape = [nout]
             acc = self.builder_.emit(acc, name_hint=self.dot_name(dot))
             acc = self.builder_.emit(op.add(acc, const(bias_int.astype(np.int32).reshape(shape))))
-            return self.requantize(acc, (acc_scale / so).reshape(shape), out)
+            return self.requantize(acc, (acc_scale / so).reshape(shape), out, dense=not is_conv)
 
         def lower_dynamic_matmul(self, dot, a, out):
             so, zo, lo, hi, out_dtype = out
@@ -450,11 +450,11 @@ def _make_lowerer():
             acc = self.builder_.emit(op.subtract(op.astype(moved, "int32"), const(np.int32(za))))
             return self.requantize(acc, np.asarray(sa / so), out)
 
-        def requantize(self, acc, m: np.ndarray, out):
+        def requantize(self, acc, m: np.ndarray, out, dense: bool = False):
             """acc (an integer tensor) times the real multipliers m on the output grid."""
             _, zo, lo, hi, out_dtype = out
-            if self.tflite:
-                return tflite_arith.requantize(self.builder_, acc, m, zo, lo, hi, out_dtype)
+            if self.tflite:  # LiteRT's FULLY_CONNECTED rounds once, its other ops twice
+                return tflite_arith.requantize(self.builder_, acc, m, zo, lo, hi, out_dtype, single_rounding=dense)
             return requantize(self.builder_, acc, _fp(m), zo, lo, hi, out_dtype)
 
     return Lowerer

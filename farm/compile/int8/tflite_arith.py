@@ -5,7 +5,9 @@ rescales an int32 accumulator by a real multiplier M with QuantizeMultiplier: M 
 q ∈ [0.5, 1) from frexp, q_fixed = round(q · 2^31) (half away from zero), then
 MultiplyByQuantizedMultiplier: x · 2^max(e, 0), SaturatingRoundingDoublingHighMul (the high 32
 bits of 2·x·q_fixed, rounded half away from zero), then RoundingDivideByPOT by max(-e, 0)
-(rounded half away from zero again). Two roundings: not the same as rounding x·M once.
+(rounded half away from zero again). Two roundings: not the same as rounding x·M once — which
+is what LiteRT's FULLY_CONNECTED does ((x·q_fixed + 2^(30-e)) >> (31-e), measured: double
+rounding missed 62 of 30,000 of its outputs, single rounding none; convs are the other way).
 ADD rescales both inputs by 2^20 first; AVERAGE_POOL_2D divides its window sum rounding half
 away from zero; MEAN folds the division by the element count into its multiplier. All
 intermediate values fit int64, so each step is exact Relax integer arithmetic.
@@ -57,9 +59,16 @@ def multiply_by_quantized_multiplier(acc, fixed, exponent) -> np.ndarray:
     return rounding_divide_by_pot(high, np.maximum(-exponent, 0))
 
 
-def requantize_np(acc, m, zero_point: int, lo: int, hi: int) -> np.ndarray:
+def multiply_single_rounding(acc, fixed, exponent) -> np.ndarray:
+    """TFLITE_SINGLE_ROUNDING's MultiplyByQuantizedMultiplier (int64 in, int64 out)."""
+    total = 31 - np.asarray(exponent, dtype=np.int64)
+    return (np.asarray(acc, dtype=np.int64) * fixed + (np.int64(1) << (total - 1))) >> total
+
+
+def requantize_np(acc, m, zero_point: int, lo: int, hi: int, single_rounding: bool = False) -> np.ndarray:
     fixed, e = quantize_multiplier(m)
-    return np.clip(multiply_by_quantized_multiplier(acc, fixed, e) + zero_point, lo, hi)
+    scaled = (multiply_single_rounding if single_rounding else multiply_by_quantized_multiplier)(acc, fixed, e)
+    return np.clip(scaled + zero_point, lo, hi)
 
 
 def rounded_div_np(total, count) -> np.ndarray:
@@ -104,10 +113,21 @@ def saturate(bb, q, zero_point: int, lo: int, hi: int, out_dtype: str):
     return op.astype(op.minimum(op.maximum(out, i64(lo)), i64(hi)), out_dtype)
 
 
-def requantize(bb, acc, m: np.ndarray, zero_point: int, lo: int, hi: int, out_dtype: str):
-    """acc (integer tensor) · M the TFLite way, + zero point, clip, cast; M broadcasts like acc."""
+def requantize(bb, acc, m: np.ndarray, zero_point: int, lo: int, hi: int, out_dtype: str,
+               single_rounding: bool = False):
+    """acc (integer tensor) · M the TFLite way (rounding twice, or once where the op does), + zero
+    point, clip, cast; M broadcasts like acc."""
+    from tvm import relax
+
+    op = relax.op
     fixed, e = quantize_multiplier(m)
-    return saturate(bb, mbqm(bb, acc, fixed, e), zero_point, lo, hi, out_dtype)
+    if single_rounding:
+        total = 31 - e
+        q = bb.emit(op.right_shift(op.add(op.multiply(op.astype(acc, "int64"), i64(fixed)),
+                                          i64(np.int64(1) << (total - 1))), i64(total)))
+    else:
+        q = mbqm(bb, acc, fixed, e)
+    return saturate(bb, q, zero_point, lo, hi, out_dtype)
 
 
 def rounded_div(bb, total, count: np.ndarray, bound: int):
