@@ -18,6 +18,7 @@ from farm.config.devices import Device
 from farm.errors import FarmError
 from farm.models.reference import model_inputs
 from farm.models.registry import load_onnx
+from farm.models.tflite import is_tflite
 
 LIB_NAME = "model.so"
 
@@ -66,18 +67,29 @@ def import_onnx(model_path: Path):
     return relax.transform.DecomposeOpsForInference()(mod)
 
 
+def lower_model(model_path: Path):
+    """Import and lower to integers (ONNX: exact rounding; TFLite: TFLite's fixed point)."""
+    from farm.compile.int8.lower import lower_int8
+
+    if is_tflite(model_path):
+        from farm.compile.int8.tflite import cancel_transposes, import_tflite
+
+        mod, reasons = lower_int8(import_tflite(model_path), tflite=True)
+        return cancel_transposes(mod), reasons
+    return lower_int8(import_onnx(model_path))
+
+
 def _build(model_path: Path, device: Device, out: Path, tuned: dict) -> dict[str, Any]:
     """Build into `out`; returns the lowering report (what the compute really uses) with the
     schedule applied to each kernel."""
     import tvm
     from tvm import relax
 
-    from farm.compile.int8.lower import lower_int8
     from farm.compile.lowering_report import build_report, relax_dot_ops
     from farm.compile.schedules import apply_schedules
 
     target = make_target(device)
-    mod, reasons = lower_int8(import_onnx(model_path))
+    mod, reasons = lower_model(model_path)
     ops = relax_dot_ops(mod, reasons)
     if device.target.family == "hexagon":  # no TVM runtime on the DSP: a static executable
         _build_guarded(model_path, device, lambda: hexagon.build_executable(mod, device.target.tag, out))

@@ -17,7 +17,8 @@ from onnx import helper, numpy_helper
 
 from farm.compile.int8.qoperator import has_qoperators, qoperator_to_qdq
 from farm.errors import FarmError
-from farm.models.registry import ModelFiles, load_onnx
+from farm.models.registry import ModelFiles, load_onnx, write_atomic
+from farm.models.tflite import is_tflite
 
 
 def fold_qdq(model: onnx.ModelProto) -> onnx.ModelProto:
@@ -102,6 +103,8 @@ def fp32_model(model: ModelFiles, cache_dir: Path) -> Path:
     if model.fp32_path is not None:
         return model.fp32_path
     digest = hashlib.sha256(model.path.read_bytes()).hexdigest()[:16]
+    if is_tflite(model.path):
+        return _derived_tflite(model, cache_dir / f"{model.name}-{digest}-fp32-derived.tflite")
     out = cache_dir / f"{model.name}-{digest}-fp32-derived.onnx"
     if not out.exists():
         derived = fold_qdq(load_onnx(model.path))
@@ -115,4 +118,12 @@ def fp32_model(model: ModelFiles, cache_dir: Path) -> Path:
         os.close(fd)
         onnx.save(derived, tmp)
         os.replace(tmp, out)
+    return out
+
+
+def _derived_tflite(model: ModelFiles, out: Path) -> Path:
+    from farm.models.tflite_float import float_tflite
+
+    if not out.exists():
+        write_atomic(out, float_tflite(model.path))
     return out

@@ -13,14 +13,15 @@ from pathlib import Path
 import onnx
 
 from farm.errors import FarmError
-from farm.models import builders, quantize
+from farm.models import builders, quantize, tflite_builders, tflite_writer
 
 
 @dataclass(frozen=True)
 class Builtin:
-    build: Callable[[], onnx.ModelProto]
+    build: Callable[[], onnx.ModelProto] | Callable[[], bytes]
     per_channel: bool = False
     qoperator: bool = False  # QOperator format (QLinearConv, QGemm, ...) instead of QDQ
+    tflite: bool = False  # build() writes the .tflite bytes itself (full-integer)
 
 
 BUILTINS: dict[str, Builtin] = {
@@ -30,6 +31,8 @@ BUILTINS: dict[str, Builtin] = {
     "tinymobilenet": Builtin(builders.tinymobilenet, per_channel=True),
     "tinyconv-qoperator": Builtin(builders.tinyconv, qoperator=True),
     "tinymobilenet-qoperator": Builtin(builders.tinymobilenet, per_channel=True, qoperator=True),
+    "tflite-tiny": Builtin(tflite_builders.tflite_tiny, tflite=True),
+    "tflite-mobilenet": Builtin(tflite_builders.mobilenet_v1, tflite=True),
 }
 
 
@@ -47,7 +50,7 @@ def _recipe_hash(name: str) -> str:
     import onnxruntime
 
     h = hashlib.sha256()
-    for mod in (builders, quantize):
+    for mod in (builders, quantize, tflite_builders, tflite_writer):
         h.update(inspect.getsource(mod).encode())
     h.update(f"{name}|{onnx.__version__}|{onnxruntime.__version__}".encode())
     return h.hexdigest()[:16]
@@ -64,6 +67,8 @@ def build_builtin(name: str, cache_dir: Path) -> ModelFiles:
     spec = BUILTINS[name]
     digest = _recipe_hash(name)
     cache_dir.mkdir(parents=True, exist_ok=True)
+    if spec.tflite:
+        return _build_tflite(name, spec, digest, cache_dir)
     fp32_path = cache_dir / f"{name}-{digest}-fp32.onnx"
     int8_path = cache_dir / f"{name}-{digest}-int8.onnx"
     if not int8_path.exists():
@@ -73,6 +78,22 @@ def build_builtin(name: str, cache_dir: Path) -> ModelFiles:
         quantize.quantize_qdq(model, tmp, per_channel=spec.per_channel, qoperator=spec.qoperator)
         os.replace(tmp, int8_path)
     return ModelFiles(name, int8_path, fp32_path if fp32_path.exists() else None)
+
+
+def _build_tflite(name: str, spec: Builtin, digest: str, cache_dir: Path) -> ModelFiles:
+    path = cache_dir / f"{name}-{digest}-int8.tflite"
+    if not path.exists():
+        write_atomic(path, spec.build())
+    return ModelFiles(name, path)  # its float32 model is derived (farm/models/fp32.py)
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """Write a file that readers (parallel workers building the same model) see whole or not at all."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+    os.replace(tmp, path)
 
 
 def load_onnx(path: Path) -> onnx.ModelProto:

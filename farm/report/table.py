@@ -67,7 +67,8 @@ def _row(device: str, checks: dict[str, CheckResult]) -> list[str]:
         device, any_r.target, any_r.transport, compile_cell, summary_cell(lowering.get("summary")),
         corr.status if corr else "",
         _fmt(cm.get("max_lsb"), "g"),
-        _fmt(cm.get("exact"), ".2%") + (f" (ORT {cm['exact_ort']:.2%})" if "exact_ort" in cm else ""),
+        _fmt(cm.get("exact"), ".2%") + (f" (ORT {cm['exact_ort']:.2%})" if "exact_ort" in cm else "")
+        + (f" vs {cm['reference']}" if "reference" in cm else ""),
         _fmt(cm.get("top1"), ".0%"),
         _fmt(lm["median"] * ms if lm else None, ".2f"),
         _fmt(lm["p90"] * ms if lm else None, ".2f"),

@@ -22,6 +22,7 @@ from farm.models.exact_reference import exact_outputs, with_exact_semantics
 from farm.models.fp32 import fp32_model
 from farm.models.reference import make_inputs, model_inputs, output_steps, run_reference
 from farm.models.registry import ModelFiles, build_builtin, load_onnx
+from farm.models.tflite import is_tflite, litert_reference, reference_name, with_litert_optimized
 from farm.results.store import CheckResult, Store, default_db, new_run_id
 from farm.run import baseline
 from farm.run.metrics import LatencyStats, compare, judge
@@ -68,6 +69,7 @@ class PreparedSuite:
     refs: list[list[np.ndarray]]
     steps: list[float | None]
     exact_refs: list[list[np.ndarray]] | None = None  # float64 exact semantics, where supported
+    optimized_refs: list[list[np.ndarray]] | None = None  # TFLite: LiteRT's optimized kernels
 
 
 def prepare(suite: Suite, data_dir: Path) -> PreparedSuite:
@@ -76,6 +78,9 @@ def prepare(suite: Suite, data_dir: Path) -> PreparedSuite:
     else:
         path = suite.model.path
         model = ModelFiles(path.stem, path)
+    if is_tflite(model.path):  # reference: LiteRT's reference kernels
+        ref = litert_reference(model.path, suite.inputs)
+        return PreparedSuite(suite, model, ref.feeds, ref.refs, ref.steps, optimized_refs=ref.optimized)
     proto = load_onnx(model.path)
     check_importable(proto, model.path)
     feeds = make_inputs(model_inputs(proto), suite.inputs)
@@ -238,6 +243,8 @@ class DeviceRun:
             m = compare(outputs, self.prep.refs, self.prep.steps)
             if self.prep.exact_refs is not None:
                 m = with_exact_semantics(m, compare(outputs, self.prep.exact_refs, self.prep.steps))
+            if self.prep.optimized_refs is not None:
+                m = with_litert_optimized(m, compare(outputs, self.prep.optimized_refs, self.prep.steps))
         except ValueError as e:
             self.result("correctness", "fail", kind="wrong-answer", reason=str(e))
             return
@@ -293,8 +300,8 @@ def run(pairs: list[tuple[Suite, list[Device]]], opts: RunOptions) -> RunOutcome
                                   f"{suite.name} already done")
                 if not todo:
                     continue
-                opts.progress(f"preparing {suite.name}: model {suite.model.describe()}, "
-                              f"reference outputs from ONNX Runtime")
+                opts.progress(f"preparing {suite.name}: model {suite.model.describe()}, reference outputs "
+                              f"from {reference_name(suite.model)}")
                 prep = prepare(suite, opts.data_dir)
                 for device in todo:
                     DeviceRun(farm, prep, device, session)()

@@ -67,9 +67,14 @@ class RPCModel(LoadedModel):
         return [tvm.runtime.tensor(x, self.dev) for x in inputs]
 
     def run(self, inputs: list[np.ndarray]) -> list[np.ndarray]:
-        out = self.vm["main"](*self._args(inputs))
-        items = out if isinstance(out, (list, tuple)) or type(out).__name__ == "Array" else [out]
-        return [o.numpy() for o in items]
+        # stateful call: a tuple result is fetched field by field (a remote Array has no .numpy).
+        # Not VirtualMachine.get_outputs: its recursive closure makes a reference cycle that keeps
+        # the VM, hence the RPC session and the device, busy until the garbage collector runs.
+        self.vm.set_input("main", *self._args(inputs))
+        self.vm.invoke_stateful("main")
+        get = self.vm.module["get_output"]
+        arity = self.vm.module["get_output_arity"]("main")  # -1: one tensor
+        return [o.numpy() for o in ([get("main")] if arity < 0 else [get("main", i) for i in range(arity)])]
 
     def time(self, inputs: list[np.ndarray], spec: LatencySpec) -> list[float]:
         args = self._args(inputs)

@@ -11,8 +11,9 @@ then dead and removed:
 - add of two quantized tensors, mean over spatial axes (global average pool), avg_pool2d.
 - max_pool2d and data movement (reshape, flatten, permute_dims, squeeze, expand_dims): run on the
   integers, requantized only when input and output grids differ.
-The requantize is fixed point with round-half-to-even (see fixedpoint.py). Anything else stays as
-the importer made it, and the reason is recorded for the lowering report.
+The requantize is fixed point with round-half-to-even (see fixedpoint.py); for TFLite models it is
+TFLite's own fixed-point arithmetic (tflite_arith.py). Anything else stays as the importer made it,
+and the reason is recorded for the lowering report.
 """
 
 from __future__ import annotations
@@ -21,7 +22,15 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from farm.compile.int8.fixedpoint import FixedPoint, add_fixed_point, const, requantize, requantize_add, to_fixed_point
+from farm.compile.int8 import tflite_arith
+from farm.compile.int8.fixedpoint import (
+    FixedPoint,
+    add_fixed_point,
+    const,
+    requantize,
+    requantize_add,
+    to_fixed_point,
+)
 
 _MOVE_OPS = ("relax.reshape", "relax.permute_dims", "relax.squeeze", "relax.expand_dims",
              "relax.nn.max_pool2d")
@@ -63,16 +72,16 @@ def _scalar(a: np.ndarray, what: str):
     return a.reshape(()).item()
 
 
-def lower_int8(mod):
+def lower_int8(mod, tflite: bool = False):
     """Lower every function of `mod`; returns (module, reasons) where reasons maps a var name of a
-    quantize left in float to why."""
+    quantize left in float to why. `tflite`: requantize as TFLite does, not exactly."""
     from tvm import relax
 
     reasons: dict[str, str] = {}
     out = mod
     for gv, func in mod.functions.items():
         if isinstance(func, relax.Function):
-            lowerer = _make_lowerer()(mod, _bindings(func))
+            lowerer = _make_lowerer()(mod, _bindings(func), tflite)
             new = lowerer.visit_expr(func)
             reasons.update(lowerer.reasons)
             for kgv, kernel in lowerer.builder_.get().functions.items():  # e.g. the add kernels
@@ -111,9 +120,10 @@ def _make_lowerer():
 
     @relax.expr_functor.mutator
     class Lowerer(relax.PyExprMutator):
-        def __init__(self, mod, defs: dict):
+        def __init__(self, mod, defs: dict, tflite: bool):
             super().__init__(mod)
             self.defs = defs
+            self.tflite = tflite
             self.reasons: dict[str, str] = {}
 
         # --- looking through bindings of the original function ---
@@ -176,7 +186,7 @@ def _make_lowerer():
             if is_op(value, "relax.quantize"):
                 try:
                     expr = self.lower_quantize(value)
-                except NotLowered as e:
+                except (NotLowered, tflite_arith.OutOfRange) as e:
                     self.reasons[binding.var.name] = str(e)
                     expr = None
                 if expr is not None:
@@ -364,8 +374,8 @@ def _make_lowerer():
                 acc = op.matmul(lhs, rhs, out_dtype="int32")
                 shape = [nout]
             acc = self.builder_.emit(acc, name_hint=self.dot_name(dot))
-            return requantize(self.builder_, acc, _fp((acc_scale / so).reshape(shape)), zo, lo, hi,
-                              out_dtype, offset=bias_int.reshape(shape))
+            return self.requantize(acc, (acc_scale / so).reshape(shape), out, dense=not is_conv,
+                                   offset=bias_int.reshape(shape))
 
         def lower_dynamic_matmul(self, dot, a, out):
             so, zo, lo, hi, out_dtype = out
@@ -377,11 +387,14 @@ def _make_lowerer():
             acc = self.builder_.emit(op.matmul(lhs, rhs, out_dtype="int32"),
                                      name_hint=self.dot_name(dot))
             m = float(a.scale.reshape(())) * float(b.scale.reshape(())) / so
-            return requantize(self.builder_, acc, _fp(np.asarray(m)), zo, lo, hi, out_dtype)
+            return self.requantize(acc, np.asarray(m), out)
 
         def lower_add(self, x, out):
             so, zo, lo, hi, out_dtype = out
             a, b = self.act(x.args[0], "add operand"), self.act(x.args[1], "add operand")
+            if self.tflite:
+                return tflite_arith.add(self.builder_, self.data(a), int(a.zp.reshape(())), float(a.scale.reshape(())),
+                                        self.data(b), int(b.zp.reshape(())), float(b.scale.reshape(())), out)
             zps = (int(a.zp.reshape(())), int(b.zp.reshape(())))
             ranges = tuple((dlo - z, dhi - z) for (dlo, dhi), z in
                            zip((_int_range(_dtype(a.data)), _int_range(_dtype(b.data))), zps,
@@ -400,6 +413,9 @@ def _make_lowerer():
             axes = [int(i) % len(shape) for i in x.attrs.axis] if x.attrs.axis is not None \
                 else list(range(len(shape)))
             n = int(np.prod([shape[i] for i in axes]))
+            if self.tflite:
+                return tflite_arith.mean(self.builder_, self.data(a), int(a.zp.reshape(())), float(a.scale.reshape(())),
+                                         axes, bool(x.attrs.keepdims), n, out)
             total = op.sum(op.astype(self.data(a), "int32"), axis=axes,
                            keepdims=bool(x.attrs.keepdims))
             acc = self.builder_.emit(op.subtract(total, const(np.int32(n * int(a.zp.reshape(()))))))
@@ -431,7 +447,7 @@ def _make_lowerer():
                 counts = _window_counts(h, w, (kh, kw), [int(s) for s in at.strides],
                                         [int(d) for d in at.dilation], (t, left, b, r), (oh, ow))
             m = float(a.scale.reshape(())) / (so * counts)
-            return requantize(self.builder_, acc, _fp(m.reshape(1, 1, oh, ow)), zo, lo, hi, out_dtype)
+            return self.requantize(acc, m.reshape(1, 1, oh, ow), out)
 
         def lower_move(self, x, out, a: _QParam):
             """Quantize of a data-movement op (or of nothing: x None) on the dequantized `a`."""
@@ -444,7 +460,17 @@ def _make_lowerer():
                     and (lo, hi) == _int_range(out_dtype):
                 return moved
             acc = self.builder_.emit(op.subtract(op.astype(moved, "int32"), const(np.int32(za))))
-            return requantize(self.builder_, acc, _fp(np.asarray(sa / so)), zo, lo, hi, out_dtype)
+            return self.requantize(acc, np.asarray(sa / so), out)
+
+        def requantize(self, acc, m: np.ndarray, out, dense: bool = False, offset: np.ndarray | None = None):
+            """(acc + offset) (an integer tensor plus an optional integer constant such as a conv's
+            bias) times the real multipliers m on the output grid."""
+            _, zo, lo, hi, out_dtype = out
+            if self.tflite:  # LiteRT's FULLY_CONNECTED rounds once, its other ops twice
+                if offset is not None:  # TFLite adds the bias in int32 before rescaling
+                    acc = self.builder_.emit(relax.op.add(acc, const(offset.astype(np.int32))))
+                return tflite_arith.requantize(self.builder_, acc, m, zo, lo, hi, out_dtype, single_rounding=dense)
+            return requantize(self.builder_, acc, _fp(m), zo, lo, hi, out_dtype, offset=offset)
 
     return Lowerer
 

@@ -81,8 +81,7 @@ def tune(model_path: Path, device: Device, budget: int, data_dir: Path,
     record's path."""
     import json
 
-    from farm.compile.build import import_onnx
-    from farm.compile.int8.lower import lower_int8
+    from farm.compile.build import lower_model
     from farm.compile.schedules import target_features
     from farm.compile.targets import make_target, target_dict
     from farm.transports.embedded import Farm
@@ -92,7 +91,7 @@ def tune(model_path: Path, device: Device, budget: int, data_dir: Path,
     plan = Plan(feats)
     path = record_path(target_dict(device), model_path.stem, root)
     kernels = json.loads(path.read_text())["kernels"] if path.exists() else {}
-    mod, _ = lower_int8(import_onnx(model_path))
+    mod, _ = lower_model(model_path)  # ONNX or TFLite
     todo = [(t, c) for t in tasks_of(mod) for c in candidates(plan, t.shape)
             if _label(c) not in kernels.get(t.shape.key(), {}).get("tried", {})]
     todo.sort(key=lambda tc: candidates(plan, tc[0].shape).index(tc[1]))  # defaults of all first
