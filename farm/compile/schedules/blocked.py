@@ -50,7 +50,11 @@ def block_channels(mod, plan: Plan, report: list[str]):
         def visit_var_binding_(self, binding) -> None:
             new = None
             if isinstance(binding.var, relax.DataflowVar):
-                new = self.blocked_form(binding.value)
+                if binding.value in self.blocked:  # an alias (var-to-var binding) of a blocked var
+                    self.blocked[binding.var] = self.blocked[binding.value]
+                    return
+                if isinstance(binding.value, relax.Call):
+                    new = self.blocked_form(binding.value)
             if new is not None:
                 self.blocked[binding.var] = self.builder_.emit(new, name_hint=binding.var.name)
                 return
