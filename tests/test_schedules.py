@@ -224,10 +224,14 @@ def test_conv_with_requantize_epilogue_is_exact():
     assert any("farm_dot_8x2_i16_avx2" in r for r in report), report
 
 
-@pytest.mark.skipif(not HAS_VNNI, reason="host has no AVX512-VNNI")
+@pytest.mark.parametrize("mcpu", [
+    pytest.param("znver4", marks=pytest.mark.skipif(not HAS_VNNI, reason="host has no AVX512-VNNI")),
+    pytest.param("haswell", marks=pytest.mark.skipif("avx2" not in host_info().features,
+                                                     reason="host has no AVX2"))])
 @pytest.mark.parametrize("name", ["tinyconv", "tinymobilenet"])
-def test_channel_blocked_model_equals_unscheduled_build(name, tmp_path):
-    """A lowered int8 model with channel-blocked activations between its VNNI convs (blocked
+def test_channel_blocked_model_equals_unscheduled_build(name, mcpu, tmp_path):
+    """A lowered int8 model with channel-blocked activations between its dot-product convs
+    (16-channel blocks with VNNI, 8-channel blocks with AVX2 vpmaddwd; blocked
     in and out, blocked out only, NCHW regained before max pool / average pool / grouped convs,
     the residual add on blocked operands) computes bit for bit what TVM's own unscheduled
     lowering of the same module computes."""
@@ -240,7 +244,7 @@ def test_channel_blocked_model_equals_unscheduled_build(name, tmp_path):
     from farm.models.registry import build_builtin
 
     mod, _ = lower_int8(import_onnx(build_builtin(name, tmp_path).path))
-    target = _target("znver4")
+    target = _target(mcpu)
     scheduled, schedule, report = apply_schedules(mod, target, {})
     ex = tvm.compile(scheduled, target, relax_pipeline=tvm.transform.Sequential(
         [relax.get_pipeline("zero"), schedule, relax.get_pipeline("default_build")]))
@@ -251,7 +255,8 @@ def test_channel_blocked_model_equals_unscheduled_build(name, tmp_path):
         x = np.random.default_rng(scale).standard_normal((1, 3, 32, 32)).astype(np.float32) * scale
         got, want = (vm["main"](tvm.runtime.tensor(x)).numpy() for vm in vms)
         np.testing.assert_array_equal(got, want)
-    blocked = [r for r in report if "blocked c16" in r]
-    assert blocked and any("farm_dot_16x4_vnni" in r for r in report), report
+    block, intrin = (16, "farm_dot_16x4_vnni") if mcpu == "znver4" else (8, "farm_dot_8x2_i16_avx2")
+    blocked = [r for r in report if f"blocked c{block}" in r]
+    assert blocked and any(r.endswith(intrin) for r in report), report
     if name == "tinyconv":  # stem (NCHW in), the residual branch (blocked in) and the last conv
         assert sum("in+out" in r for r in blocked) >= 2 and any(r.endswith(" out") for r in blocked)
