@@ -160,23 +160,68 @@ def test_candidates_start_with_the_default_and_fit_the_shape():
     assert all(shape.oc % c.vo == 0 and shape.ow % c.px == 0 and c.vo % c.lanes == 0 for c in cands)
 
 
-def test_tune_measures_on_the_device_and_resumes(tmp_path, registry):
-    """Through the farm's tracker and RPC server: a second tune continues with new candidates."""
+def test_tune_measures_the_built_kernels_on_the_device_and_resumes(tmp_path, registry):
+    """Through the farm's tracker and RPC server: tune measures each conv in the layout the
+    model's build gives it (channel-blocked in and out on VNNI / AVX2), a second tune continues
+    with new candidates, the build then compiles exactly the measured kernels with the chosen
+    tiles, and a record of another version of the model is named, not used."""
+    import tvm
+    from tvm import relax
+
+    from farm.compile.build import import_onnx
+    from farm.compile.int8.lower import lower_int8
+    from farm.compile.schedules import apply_schedules
     from farm.compile.schedules.tune import tune
+    from farm.compile.targets import make_target, target_dict
     from farm.models.registry import build_builtin
 
     model = build_builtin("tinyconv", tmp_path / "models").path
     device = registry.get("host")
+    root = tmp_path / "tuned"
+    stale = record_path(target_dict(device), "tinyconv-0123456789abcdef-int8", root)
+    save_choices(stale, {})
     lines: list[str] = []
-    path = tune(model, device, 2, tmp_path, lines.append, root=tmp_path / "tuned")
+    path = tune(model, device, 3, tmp_path, lines.append, root=root)
     first = json.loads(path.read_text())["kernels"]
-    assert sum(len(k["tried"]) for k in first.values()) == 2
-    tune(model, device, 2, tmp_path, lines.append, root=tmp_path / "tuned")
+    assert sum(len(k["tried"]) for k in first.values()) == 3
+    tune(model, device, 3, tmp_path, lines.append, root=root)
     second = json.loads(path.read_text())["kernels"]
-    assert sum(len(k["tried"]) for k in second.values()) == 4
+    assert sum(len(k["tried"]) for k in second.values()) == 6
+    assert any(str(stale) in line and "not used" in line for line in lines)
+    assert any("ms" in line for line in lines)
     best = load_choices(path)
     assert best and all(isinstance(c, Choice) for c in best.values())
-    assert any("ms" in line for line in lines)
+    target = make_target(device)
+    mod, _ = lower_int8(import_onnx(model))
+    scheduled, schedule, report = apply_schedules(mod, target, best)
+    tvm.compile(scheduled, target, relax_pipeline=tvm.transform.Sequential(
+        [relax.get_pipeline("zero"), schedule, relax.get_pipeline("default_build")]))
+    kernels = [line + " " for line in report if line.startswith("fused_conv2d_packed")]
+    for key, entry in second.items():  # the tuned choice, in the measured layout
+        c = best[key]
+        want = f"{key}: {c.describe()}" + ("" if entry["layout"] == "nchw" else f" {entry['layout']}")
+        assert want in report, (want, report)
+        assert any(f"vo={c.vo} px={c.px} " in line for line in kernels), (c, kernels)
+    if target_features(target).avx2:  # blocked activations: the residual convs read blocked data
+        assert any(e["layout"].endswith("in+out") for e in second.values()), second
+
+
+def test_records_of_other_model_versions_are_found_and_shipped_records_are_current(tmp_path):
+    from farm.compile.schedules.records import TUNED_DIR, other_versions
+    from farm.models.registry import BUILTINS, _recipe_hash
+
+    target = {"kind": "llvm", "mcpu": "znver4"}
+    path = record_path(target, "m-0123456789abcdef-int8", root=tmp_path)
+    old = record_path(target, "m-fedcba9876543210-int8", root=tmp_path)
+    other_model = record_path(target, "mm-fedcba9876543210-int8", root=tmp_path)
+    for p in (old, other_model):
+        save_choices(p, {})
+    assert other_versions(path) == [old]
+    assert other_versions(record_path(target, "custom", root=tmp_path)) == []
+    current = {f"{n}-{_recipe_hash(n)}-int8" for n in BUILTINS}
+    shipped = sorted(TUNED_DIR.glob("*/*.json"))
+    stale = [p for p in shipped if p.stem not in current]
+    assert not stale, f"tuned records for models that changed (run `farm tune` again): {stale}"
 
 
 @pytest.mark.parametrize("dtype", ["int8", "float32"])
