@@ -269,6 +269,32 @@ def test_conv_with_requantize_epilogue_is_exact():
     assert any("farm_dot_8x2_i16_avx2" in r for r in report), report
 
 
+@pytest.mark.skipif("avx2" not in host_info().features, reason="host has no AVX2")
+@pytest.mark.parametrize("dtype", ["uint8", "int8"])
+def test_avx2_blocked_conv_is_exact(dtype):
+    """The AVX2 conv on 8-channel-blocked data (widened to int16 pairs in the kernel, vpmaddwd)
+    with full-range weights, strided, blocked in and out: bit exact, tuned tiles included."""
+    from farm.compile.schedules.conv import ConvShape
+    from farm.compile.schedules.kernel import packed_conv_module
+
+    ic, oc, size, k, stride = 24, 48, 11, 3, 2
+    o = (size - k) // stride + 1
+    rng = np.random.default_rng(7)
+    lo, hi = (0, 256) if dtype == "uint8" else (-128, 128)
+    x = rng.integers(lo, hi, (1, ic, size, size)).astype(dtype)
+    w = rng.integers(-128, 128, (oc, ic, k, k), dtype=np.int8)
+    target = _target("haswell")
+    shape = ConvShape(1, ic, size, size, oc, k, k, o, o, (stride, stride), dtype, "int8", "int32")
+    want = np.clip((reference_conv(x, w, stride, 0) * (1 << 20)) >> 30, 0, 255).astype(np.uint8)
+    plan = Plan(target_features(target))
+    for choice in (plan.default(shape), Choice("oc2i", 8, 1, 8, "farm_dot_8x2_i16_avx2")):
+        ex, report = build(packed_conv_module(shape, w, choice, 0, 8, 8), target,
+                           target_features(target), choice)
+        got = _run(ex, np.ascontiguousarray(x.reshape(1, ic // 8, 8, size, size).transpose(0, 1, 3, 4, 2)))
+        np.testing.assert_array_equal(got.transpose(0, 1, 4, 2, 3).reshape(1, oc, o, o), want)
+        assert any(r.endswith(f"vo={choice.vo} px={choice.px} farm_dot_8x2_i16_avx2") for r in report), report
+
+
 @pytest.mark.parametrize("mcpu", [
     pytest.param("znver4", marks=pytest.mark.skipif(not HAS_VNNI, reason="host has no AVX512-VNNI")),
     pytest.param("haswell", marks=pytest.mark.skipif("avx2" not in host_info().features,
