@@ -1,12 +1,15 @@
 #!/usr/bin/env python
 """farm int8 vs farm fp32 vs ONNX Runtime int8 / fp32 on this host, at one thread and at all cores.
 
+`--device` picks the farm target from devices.yaml (a local device whose instruction sets the host
+has, e.g. x86-avx2 for an AVX2-only build); ONNX Runtime always runs as built for the host.
+
 Each thread count runs in its own child process (TVM's thread pool is sized once per process,
 from TVM_NUM_THREADS), all four engines on the same inputs, interleaved round by round so a load
 change on the shared machine hits them alike. Prints a table with the ratios and the host's
 physical floor, and writes JSON to .farm/bench/<model>-<time>.json.
 
-    PYTHONPATH=$PWD python scripts/bench_qresnet50.py [--model tinyconv] [--rounds 5]
+    PYTHONPATH=$PWD python scripts/bench_qresnet50.py [--model tinyconv] [--rounds 5] [--device x86-avx2]
 """
 
 from __future__ import annotations
@@ -52,11 +55,14 @@ def count_macs(path: Path) -> int:
     return total
 
 
-def floors(macs: int) -> dict[str, float]:
-    """Physical floor in ms per core for the host's instruction sets at its clock."""
+def floors(macs: int, requires: set[str] | None = None) -> dict[str, float]:
+    """Physical floor in ms per core for the host's instruction sets at its clock (limited to
+    `requires` when the device names the instruction sets it builds for)."""
     from farm.compile.host import host_info
 
     f = host_info().features
+    if requires:  # e.g. x86-avx2 on an AVX512 host: the device's instruction sets, not the host's
+        f = {x for x in f if x in requires or x == "fma"}
     ghz = _clock_ghz()
     int8 = "avx512_vnni" if "avx512_vnni" in f else "avx2_int8" if "avx2" in f else \
         "neon_int8" if "dotprod" in f else None
@@ -77,7 +83,7 @@ def _clock_ghz() -> float:
         return 3.0
 
 
-def worker(model: str, threads: int, rounds: int, data: Path) -> dict:
+def worker(model: str, device: str, threads: int, rounds: int, data: Path) -> dict:
     """In a child with TVM_NUM_THREADS=threads: compile (cached) and time the four engines."""
     import onnxruntime as ort
     import tvm
@@ -89,7 +95,7 @@ def worker(model: str, threads: int, rounds: int, data: Path) -> dict:
     from farm.models.reference import model_inputs
     from farm.models.registry import build_builtin, load_onnx
 
-    dev = dataclasses.replace(load_devices(ROOT / "devices.yaml").get("host"), threads=threads)
+    dev = dataclasses.replace(load_devices(ROOT / "devices.yaml").get(device), threads=threads)
     mf = build_builtin(model, data / "models")
     paths = {"int8": mf.path, "fp32": fp32_model(mf, data / "models")}
     info = model_inputs(load_onnx(mf.path))[0]
@@ -139,13 +145,14 @@ def _reference(path: Path, x: np.ndarray) -> np.ndarray:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default="qresnet50")
+    ap.add_argument("--device", default="host", help="farm device of devices.yaml (local)")
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--threads", default="1,all", help="comma list; 'all' = every core")
     ap.add_argument("--data", type=Path, default=ROOT / ".farm")
     ap.add_argument("--worker", type=int, help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.worker:
-        print(json.dumps(worker(a.model, a.worker, a.rounds, a.data)))
+        print(json.dumps(worker(a.model, a.device, a.worker, a.rounds, a.data)))
         return 0
     from farm.compile.host import host_info
     from farm.models.registry import build_builtin
@@ -157,13 +164,15 @@ def main() -> int:
         env = dict(os.environ, TVM_NUM_THREADS=str(t), OMP_NUM_THREADS=str(t))
         print(f"[bench] {a.model} at {t} thread(s): compiling (cached after the first run) and timing",
               file=sys.stderr, flush=True)
-        out = subprocess.run([sys.executable, __file__, "--model", a.model, "--rounds", str(a.rounds),
-                              "--data", str(a.data), "--worker", str(t)],
+        out = subprocess.run([sys.executable, __file__, "--model", a.model, "--device", a.device,
+                              "--rounds", str(a.rounds), "--data", str(a.data), "--worker", str(t)],
                              env=env, check=True, stdout=subprocess.PIPE, text=True).stdout
         results.append(json.loads(out.strip().splitlines()[-1]))
     macs = count_macs(build_builtin(a.model, a.data / "models").path)
-    fl = floors(macs)
-    report = {"model": a.model, "host": host_info().summary(), "macs": macs, "floor": fl,
+    from farm.config.devices import load_devices
+
+    fl = floors(macs, set(load_devices(ROOT / "devices.yaml").get(a.device).requires))
+    report = {"model": a.model, "device": a.device, "host": host_info().summary(), "macs": macs, "floor": fl,
               "load_note": "shared 2-core machine: other engineers' compiles may run concurrently",
               "results": results, "time": time.strftime("%Y-%m-%dT%H:%M:%S")}
     _print(report)
@@ -177,7 +186,8 @@ def main() -> int:
 
 def _print(r: dict) -> None:
     fl = r["floor"]
-    print(f"{r['model']} on {r['host']}  ({r['macs'] / 1e9:.2f} G MACs, clock {fl['clock_ghz']:.2f} GHz)")
+    print(f"{r['model']} on '{r.get('device', 'host')}', {r['host']}"
+          f"  ({r['macs'] / 1e9:.2f} G MACs, clock {fl['clock_ghz']:.2f} GHz)")
     print(f"note: {r['load_note']}")
     engines = ["farm int8", "farm fp32", "ort int8", "ort fp32"]
     print(f"{'threads':>7} " + " ".join(f"{e:>10}" for e in engines) +

@@ -160,23 +160,68 @@ def test_candidates_start_with_the_default_and_fit_the_shape():
     assert all(shape.oc % c.vo == 0 and shape.ow % c.px == 0 and c.vo % c.lanes == 0 for c in cands)
 
 
-def test_tune_measures_on_the_device_and_resumes(tmp_path, registry):
-    """Through the farm's tracker and RPC server: a second tune continues with new candidates."""
+def test_tune_measures_the_built_kernels_on_the_device_and_resumes(tmp_path, registry):
+    """Through the farm's tracker and RPC server: tune measures each conv in the layout the
+    model's build gives it (channel-blocked in and out on VNNI / AVX2), a second tune continues
+    with new candidates, the build then compiles exactly the measured kernels with the chosen
+    tiles, and a record of another version of the model is named, not used."""
+    import tvm
+    from tvm import relax
+
+    from farm.compile.build import import_onnx
+    from farm.compile.int8.lower import lower_int8
+    from farm.compile.schedules import apply_schedules
     from farm.compile.schedules.tune import tune
+    from farm.compile.targets import make_target, target_dict
     from farm.models.registry import build_builtin
 
     model = build_builtin("tinyconv", tmp_path / "models").path
     device = registry.get("host")
+    root = tmp_path / "tuned"
+    stale = record_path(target_dict(device), "tinyconv-0123456789abcdef-int8", root)
+    save_choices(stale, {})
     lines: list[str] = []
-    path = tune(model, device, 2, tmp_path, lines.append, root=tmp_path / "tuned")
+    path = tune(model, device, 3, tmp_path, lines.append, root=root)
     first = json.loads(path.read_text())["kernels"]
-    assert sum(len(k["tried"]) for k in first.values()) == 2
-    tune(model, device, 2, tmp_path, lines.append, root=tmp_path / "tuned")
+    assert sum(len(k["tried"]) for k in first.values()) == 3
+    tune(model, device, 3, tmp_path, lines.append, root=root)
     second = json.loads(path.read_text())["kernels"]
-    assert sum(len(k["tried"]) for k in second.values()) == 4
+    assert sum(len(k["tried"]) for k in second.values()) == 6
+    assert any(str(stale) in line and "not used" in line for line in lines)
+    assert any("ms" in line for line in lines)
     best = load_choices(path)
     assert best and all(isinstance(c, Choice) for c in best.values())
-    assert any("ms" in line for line in lines)
+    target = make_target(device)
+    mod, _ = lower_int8(import_onnx(model))
+    scheduled, schedule, report = apply_schedules(mod, target, best)
+    tvm.compile(scheduled, target, relax_pipeline=tvm.transform.Sequential(
+        [relax.get_pipeline("zero"), schedule, relax.get_pipeline("default_build")]))
+    kernels = [line + " " for line in report if line.startswith("fused_conv2d_packed")]
+    for key, entry in second.items():  # the tuned choice, in the measured layout
+        c = best[key]
+        want = f"{key}: {c.describe()}" + ("" if entry["layout"] == "nchw" else f" {entry['layout']}")
+        assert want in report, (want, report)
+        assert any(f"vo={c.vo} px={c.px} " in line for line in kernels), (c, kernels)
+    if target_features(target).avx2:  # blocked activations: the residual convs read blocked data
+        assert any(e["layout"].endswith("in+out") for e in second.values()), second
+
+
+def test_records_of_other_model_versions_are_found_and_shipped_records_are_current(tmp_path):
+    from farm.compile.schedules.records import TUNED_DIR, other_versions
+    from farm.models.registry import BUILTINS, _recipe_hash
+
+    target = {"kind": "llvm", "mcpu": "znver4"}
+    path = record_path(target, "m-0123456789abcdef-int8", root=tmp_path)
+    old = record_path(target, "m-fedcba9876543210-int8", root=tmp_path)
+    other_model = record_path(target, "mm-fedcba9876543210-int8", root=tmp_path)
+    for p in (old, other_model):
+        save_choices(p, {})
+    assert other_versions(path) == [old]
+    assert other_versions(record_path(target, "custom", root=tmp_path)) == []
+    current = {f"{n}-{_recipe_hash(n)}-int8" for n in BUILTINS}
+    shipped = sorted(TUNED_DIR.glob("*/*.json"))
+    stale = [p for p in shipped if p.stem not in current]
+    assert not stale, f"tuned records for models that changed (run `farm tune` again): {stale}"
 
 
 @pytest.mark.parametrize("dtype", ["int8", "float32"])
@@ -224,10 +269,40 @@ def test_conv_with_requantize_epilogue_is_exact():
     assert any("farm_dot_8x2_i16_avx2" in r for r in report), report
 
 
-@pytest.mark.skipif(not HAS_VNNI, reason="host has no AVX512-VNNI")
+@pytest.mark.skipif("avx2" not in host_info().features, reason="host has no AVX2")
+@pytest.mark.parametrize("dtype", ["uint8", "int8"])
+def test_avx2_blocked_conv_is_exact(dtype):
+    """The AVX2 conv on 8-channel-blocked data (widened to int16 pairs in the kernel, vpmaddwd)
+    with full-range weights, strided, blocked in and out: bit exact, tuned tiles included."""
+    from farm.compile.schedules.conv import ConvShape
+    from farm.compile.schedules.kernel import packed_conv_module
+
+    ic, oc, size, k, stride = 24, 48, 11, 3, 2
+    o = (size - k) // stride + 1
+    rng = np.random.default_rng(7)
+    lo, hi = (0, 256) if dtype == "uint8" else (-128, 128)
+    x = rng.integers(lo, hi, (1, ic, size, size)).astype(dtype)
+    w = rng.integers(-128, 128, (oc, ic, k, k), dtype=np.int8)
+    target = _target("haswell")
+    shape = ConvShape(1, ic, size, size, oc, k, k, o, o, (stride, stride), dtype, "int8", "int32")
+    want = np.clip((reference_conv(x, w, stride, 0) * (1 << 20)) >> 30, 0, 255).astype(np.uint8)
+    plan = Plan(target_features(target))
+    for choice in (plan.default(shape), Choice("oc2i", 8, 1, 8, "farm_dot_8x2_i16_avx2")):
+        ex, report = build(packed_conv_module(shape, w, choice, 0, 8, 8), target,
+                           target_features(target), choice)
+        got = _run(ex, np.ascontiguousarray(x.reshape(1, ic // 8, 8, size, size).transpose(0, 1, 3, 4, 2)))
+        np.testing.assert_array_equal(got.transpose(0, 1, 4, 2, 3).reshape(1, oc, o, o), want)
+        assert any(r.endswith(f"vo={choice.vo} px={choice.px} farm_dot_8x2_i16_avx2") for r in report), report
+
+
+@pytest.mark.parametrize("mcpu", [
+    pytest.param("znver4", marks=pytest.mark.skipif(not HAS_VNNI, reason="host has no AVX512-VNNI")),
+    pytest.param("haswell", marks=pytest.mark.skipif("avx2" not in host_info().features,
+                                                     reason="host has no AVX2"))])
 @pytest.mark.parametrize("name", ["tinyconv", "tinymobilenet"])
-def test_channel_blocked_model_equals_unscheduled_build(name, tmp_path):
-    """A lowered int8 model with channel-blocked activations between its VNNI convs (blocked
+def test_channel_blocked_model_equals_unscheduled_build(name, mcpu, tmp_path):
+    """A lowered int8 model with channel-blocked activations between its dot-product convs
+    (16-channel blocks with VNNI, 8-channel blocks with AVX2 vpmaddwd; blocked
     in and out, blocked out only, NCHW regained before max pool / average pool / grouped convs,
     the residual add on blocked operands) computes bit for bit what TVM's own unscheduled
     lowering of the same module computes."""
@@ -240,7 +315,7 @@ def test_channel_blocked_model_equals_unscheduled_build(name, tmp_path):
     from farm.models.registry import build_builtin
 
     mod, _ = lower_int8(import_onnx(build_builtin(name, tmp_path).path))
-    target = _target("znver4")
+    target = _target(mcpu)
     scheduled, schedule, report = apply_schedules(mod, target, {})
     ex = tvm.compile(scheduled, target, relax_pipeline=tvm.transform.Sequential(
         [relax.get_pipeline("zero"), schedule, relax.get_pipeline("default_build")]))
@@ -251,7 +326,8 @@ def test_channel_blocked_model_equals_unscheduled_build(name, tmp_path):
         x = np.random.default_rng(scale).standard_normal((1, 3, 32, 32)).astype(np.float32) * scale
         got, want = (vm["main"](tvm.runtime.tensor(x)).numpy() for vm in vms)
         np.testing.assert_array_equal(got, want)
-    blocked = [r for r in report if "blocked c16" in r]
-    assert blocked and any("farm_dot_16x4_vnni" in r for r in report), report
+    block, intrin = (16, "farm_dot_16x4_vnni") if mcpu == "znver4" else (8, "farm_dot_8x2_i16_avx2")
+    blocked = [r for r in report if f"blocked c{block}" in r]
+    assert blocked and any(r.endswith(intrin) for r in report), report
     if name == "tinyconv":  # stem (NCHW in), the residual branch (blocked in) and the last conv
         assert sum("in+out" in r for r in blocked) >= 2 and any(r.endswith(" out") for r in blocked)

@@ -1,6 +1,6 @@
 """Per-target schedules for conv kernels, applied around TVM's Relax pipeline:
 
-0. on AVX512-VNNI, `block_channels` (blocked.py): the dot-product convs and the activations
+0. on AVX512-VNNI and AVX2, `block_channels` (blocked.py): the dot-product convs and the activations
    between them go channel-blocked, each such conv becoming its packed TE conv right there.
 1. `pack_convs` (Relax, before legalization): each (other) NCHW/OIHW conv2d with a constant weight
    becomes a TE conv on a weight packed at compile time (conv.py), carrying its schedule choice
@@ -25,11 +25,11 @@ __all__ = ["Choice", "Plan", "apply_schedules", "pack_convs", "schedule_kernels"
 
 def apply_schedules(mod, target, tuned: dict[str, Choice]):
     """(module with packed convs, the pass to run between "zero" and "default_build", report)."""
-    from farm.compile.schedules.blocked import block_channels
+    from farm.compile.schedules.blocked import block_channels, channel_block
 
     plan = Plan(target_features(target), tuned)
     report: list[str] = []
-    if plan.features.vnni:  # the dot-product template's epilogue runs along channel blocks
+    if channel_block(plan.features):  # the dot-product template's epilogue runs along channel blocks
         mod = block_channels(mod, plan, report)
     mod, more = pack_convs(mod, plan)
     report += more

@@ -1,10 +1,14 @@
 """Channel-blocked activations between packed convs: [N, C/B, H, W, B] instead of NCHW.
 
+B is one vector of int32 accumulators: 16 on AVX512-VNNI (zmm, 4-channel vpdpbusd), 8 on AVX2
+(ymm, 2-channel vpmaddwd; each conv widens its blocked 8-bit input to int16 in one contiguous
+pass, so a pair of channels is broadcast straight from memory); `channel_block` picks it.
+
 With NCHW activations every dot-product conv transposes its input to groups of 4 channels, and
 its epilogue (bias, requantize, residual add) gathers each output row out of the [pixels ×
-channels] accumulator tile. Keeping activations in blocks of B = 16 channels (one zmm of int32
-accumulators) removes both: a conv reads the 4 channels of a dot product in place and its
-epilogue runs along the channels of a pixel, storing 16 contiguous bytes.
+channels] accumulator tile. Keeping activations in blocks of B channels removes both: a conv
+reads the channels of a dot product in place and its epilogue runs along the channels of a
+pixel, storing B contiguous bytes.
 
 `block_channels` rewrites the main function before `pack_convs`: each conv the plan gives a
 dot-product template becomes a packed conv with a blocked output (and a blocked input when its
@@ -17,15 +21,26 @@ from __future__ import annotations
 
 import numpy as np
 
-from farm.compile.schedules.plan import Plan
+from farm.compile.schedules.plan import Choice, Plan, TargetFeatures
 
-BLOCK = 16
 _ELEMWISE = ("relax.add", "relax.subtract", "relax.multiply", "relax.right_shift",
              "relax.bitwise_and", "relax.maximum", "relax.minimum", "relax.astype")
 
 
-def block_channels(mod, plan: Plan, report: list[str]):
-    """The module with blocked activations around every eligible conv (see module doc)."""
+def channel_block(features: TargetFeatures) -> int:
+    """Channels per block on this target (0: activations stay NCHW)."""
+    return 16 if features.vnni else 8 if features.avx2 else 0
+
+
+def blocks(choice: Choice | None, block: int) -> bool:
+    """Whether a conv with this choice gets blocked activations (a dot-product template whose
+    output tile is whole blocks)."""
+    return choice is not None and choice.layout in ("oc4i", "oc2i") and choice.vo % block == 0
+
+
+def block_channels(mod, plan: Plan, report: list[str], contexts: dict[str, int] | None = None):
+    """The module with blocked activations around every eligible conv (see module doc). With
+    `contexts`, records each blocked conv's shape key → its input block (0: NCHW input)."""
     import tvm
     from tvm import relax
 
@@ -33,6 +48,7 @@ def block_channels(mod, plan: Plan, report: list[str]):
     from farm.compile.schedules import conv_geometry, packed_conv
     from farm.compile.schedules.conv import conv_shape
 
+    block = channel_block(plan.features)
     Constant = tvm.ir.expr.Constant  # noqa: N806 - relax constants live in tvm.ir in 0.27
     op = relax.op
 
@@ -68,7 +84,7 @@ def block_channels(mod, plan: Plan, report: list[str]):
                 return self.visit_expr(v)
             if v not in self.plain:
                 self.plain[v] = self.builder_.emit(op.layout_transform(
-                    self.blocked[v], lambda n, c, h, w, i: (n, c * BLOCK + i, h, w)),
+                    self.blocked[v], lambda n, c, h, w, i: (n, c * block + i, h, w)),
                     name_hint=v.name)
                 self.set_var_remap(v, self.plain[v])
             return self.plain[v]
@@ -85,13 +101,13 @@ def block_channels(mod, plan: Plan, report: list[str]):
                 if c.size == 1:
                     return e
                 if c.ndim == 4 and c.shape[1] == channels and c.size == channels:
-                    blk = c.reshape(1, channels // BLOCK, BLOCK, 1, 1).transpose(0, 1, 3, 4, 2)
+                    blk = c.reshape(1, channels // block, block, 1, 1).transpose(0, 1, 3, 4, 2)
                     return relax.const(np.ascontiguousarray(blk), str(c.dtype))
                 return None
             if isinstance(e, relax.Var) and shape is not None and len(shape) == 4 \
                     and shape[1] == channels:
                 return self.builder_.emit(op.layout_transform(
-                    self.nchw(e), lambda n, c, h, w: (n, c // BLOCK, h, w, c % BLOCK)))
+                    self.nchw(e), lambda n, c, h, w: (n, c // block, h, w, c % block)))
             return None
 
         def blocked_form(self, value):
@@ -137,27 +153,33 @@ def block_channels(mod, plan: Plan, report: list[str]):
                 return None
             return op.nn.max_pool2d(self.blocked[x], a.pool_size, a.strides, a.padding, a.dilation,
                                     bool(a.ceil_mode), bool(a.count_include_pad),
-                                    layout=f"NCHW{BLOCK}c", out_layout=f"NCHW{BLOCK}c")
+                                    layout=f"NCHW{block}c", out_layout=f"NCHW{block}c")
 
         def conv(self, call):
             shape = conv_shape(call)
-            if isinstance(shape, str) or shape.oc % BLOCK:
+            if isinstance(shape, str) or shape.oc % block or shape.dtype not in ("uint8", "int8"):
                 return None
             choice = plan.choose(shape)
-            if choice is None or choice.layout != "oc4i" or choice.vo % BLOCK:
+            if not blocks(choice, block):
                 return None
             x = call.args[0]
-            in_block = BLOCK if x in self.blocked and shape.ic % BLOCK == 0 \
+            in_block = block if x in self.blocked and shape.ic % block == 0 \
                 and not any(int(p) for p in call.attrs.padding) else 0
             data = self.blocked[x] if in_block else self.nchw(x)
-            report.append(f"{shape.key()}: {choice.describe()} blocked c{BLOCK}"
-                          + (" in+out" if in_block else " out"))
+            report.append(f"{shape.key()}: {choice.describe()} {blocked_label(block, in_block)}")
+            if contexts is not None:
+                contexts.setdefault(shape.key(), in_block)
             pad, dil = conv_geometry(call)
             return packed_conv(self.builder_, data, call.args[1].value.numpy(), shape, choice, pad, dil,
-                               in_block=in_block, out_block=BLOCK)
+                               in_block=in_block, out_block=block)
 
     blocker = Blocker(mod)
     for gv, func in list(mod.functions.items()):
         if isinstance(func, relax.Function):
             blocker.builder_.update_func(gv, blocker.visit_expr(func))
     return relax.transform.DeadCodeElimination()(blocker.builder_.get())
+
+
+def blocked_label(block: int, in_block: int) -> str:
+    """How the lowering report names a blocked conv's layout."""
+    return f"blocked c{block}" + (" in+out" if in_block else " out")

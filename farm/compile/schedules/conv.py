@@ -89,7 +89,8 @@ def conv_te(data, weight, shape: ConvShape, p: Packing, padding: tuple[int, int,
     """The TE conv on the packed weight (see module doc); output NCHW in shape.out_dtype.
 
     Channel-blocked activations (blocked.py): with `in_block` B the data is [N, C/B, H, W, B]
-    (already padded; the dot product reads its 4 channels in place, no packing stage), with
+    (already padded; the dot product reads its 4 channels in place, no packing stage; int16 pair
+    layouts widen it in one contiguous stage), with
     `out_block` the result is written [N, O/B, OH, OW, B] by a last injective stage."""
     from tvm import te, tirx
 
@@ -158,6 +159,8 @@ def _conv_blocked(data, weight, shape: ConvShape, p: Packing, dilation: tuple[in
         sh, sw = shape.stride
         dh, dw = dilation
         per = in_block // k  # dot-product groups per channel block
+        if k == 2:  # int16 pair dot products: widen once here, not at every broadcast of a pair
+            data = te.compute(data.shape, lambda *i: data(*i).astype("int16"), name=DATA_BLOCK)
         rc = te.reduce_axis((0, shape.ic // k), "rc")
         ry = te.reduce_axis((0, shape.kh), "ry")
         rx = te.reduce_axis((0, shape.kw), "rx")

@@ -34,6 +34,35 @@ def conv_module(data_shape: list[int], data_dtype: str, weight: np.ndarray, stri
     return bb.get()
 
 
+def packed_conv_module(shape: ConvShape, weight: np.ndarray, choice: Choice, padding: int,
+                       in_block: int = 0, out_block: int = 0):
+    """main(x) = the packed conv of `weight` with `choice` and a requantize to uint8, exactly as
+    the model's rewrite emits it: the input channel-blocked by `in_block` ([N, C/B, H, W, B]) and
+    the output by `out_block` where the model's build blocks them (blocked.py)."""
+    from tvm import relax
+
+    from farm.compile.schedules import packed_conv
+
+    data = [shape.n, shape.ic // in_block, shape.h, shape.w, in_block] if in_block else \
+        [shape.n, shape.ic, shape.h, shape.w]
+    scale = np.full(shape.oc, 1 << 20, np.int64)
+    if out_block:  # per-channel constants blocked like the model's
+        scale = scale.reshape(1, shape.oc // out_block, 1, 1, out_block)
+    else:
+        scale = scale.reshape(1, shape.oc, 1, 1)
+    bb = relax.BlockBuilder()
+    x = relax.Var("x", relax.TensorType(data, shape.dtype))
+    with bb.function("main", [x]):
+        with bb.dataflow():
+            y = packed_conv(bb, x, weight, shape, choice, (padding,) * 4, (1, 1),
+                            in_block=in_block, out_block=out_block)
+            y = relax.op.multiply(relax.op.astype(y, "int64"), relax.const(scale, "int64"))
+            y = relax.op.right_shift(y, relax.const(np.int64(30), "int64"))
+            y = bb.emit_output(bb.emit(relax.op.astype(relax.op.clip(y, 0, 255), "uint8")))
+        bb.emit_func_output(y)
+    return bb.get()
+
+
 def build(mod, target, features: TargetFeatures, choice: Choice | None, shape_key: str = ""):
     """Compile `mod` with the packed-conv schedules; `choice` (if given) overrides the default for
     the conv whose ConvShape key is `shape_key` (or every conv when empty). Returns (executable,

@@ -75,7 +75,10 @@ class Plan:
         if self.features.avx2 and s.out_dtype == "int32" and s.oc % 8 == 0 \
                 and s.dtype in ("uint8", "int8", "int16") and s.wdtype in ("int8", "int16"):
             vo = 16 if s.oc % 16 == 0 else 8
-            return Choice("oc2i", vo, _divisor_at_most(s.ow, self.max_px()), 8, AVX2_8x2)
+            px = _divisor_at_most(s.ow, self.max_px())
+            if px < 4:  # rows of 7 or 14 (ResNet's last stages): one spilled register costs less
+                px = _divisor_at_most(s.ow, 7)  # than tiles of 1 or 2 pixels
+            return Choice("oc2i", vo, px, 8, AVX2_8x2)
         if self.features.dotprod and sdot_fits(s):
             vo, px = sdot_tile(s)
             return Choice("oc4i", vo, px, 4, dot_intrin(s, self.features.i8mm))

@@ -4,6 +4,7 @@ key to its best Choice and the measured time; `farm tune` writes them, every bui
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 from farm.compile.schedules.plan import Choice
@@ -24,6 +25,19 @@ def target_id(target: dict) -> str:
 
 def record_path(target: dict, model_stem: str, root: Path = TUNED_DIR) -> Path:
     return root / target_id(target) / f"{model_stem}.json"
+
+
+_HASH = re.compile(r"-[0-9a-f]{16}(?=-|$)")  # the recipe hash in a builtin model's file name
+
+
+def other_versions(path: Path) -> list[Path]:
+    """Records beside `path` for another version of the same model (same name, other recipe
+    hash): made for weights that no longer exist, so never used."""
+    if not _HASH.search(path.stem) or not path.parent.is_dir():
+        return []
+    base = _HASH.sub("", path.stem)
+    return sorted(p for p in path.parent.glob("*.json")
+                  if p != path and _HASH.search(p.stem) and _HASH.sub("", p.stem) == base)
 
 
 def load_choices(path: Path) -> dict[str, Choice]:
