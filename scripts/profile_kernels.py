@@ -40,14 +40,23 @@ def conv_macs(shapes: list[tuple]) -> int:
     return w[0] * w[4] * w[1] * w[5] * w[2] * w[3] * out[2] * out[3]
 
 
-def profile(lib: Path, shape: list[int], rounds: int) -> tuple[dict[tuple, list[float]], dict[tuple, int]]:
+def example_input(info) -> np.ndarray:
+    """A seeded input of the model's shape and dtype (normal floats, or the integer type's range)."""
+    rng = np.random.default_rng(0)
+    dt = np.dtype(info.dtype)
+    if dt.kind == "f":
+        return rng.standard_normal(info.shape).astype(dt)
+    return rng.integers(np.iinfo(dt).min, np.iinfo(dt).max, info.shape, dtype=dt, endpoint=True)
+
+
+def profile(lib: Path, x: np.ndarray, rounds: int) -> tuple[dict[tuple, list[float]], dict[tuple, int]]:
     """(symbol, arg shapes) → per-round CPU ms of all its calls in one inference, and how many
     calls one inference makes."""
     import tvm
     from tvm import relax
 
     vm = relax.VirtualMachine(tvm.runtime.load_module(str(lib)), tvm.cpu())
-    x = tvm.runtime.tensor(np.random.default_rng(0).standard_normal(shape).astype(np.float32))
+    x = tvm.runtime.tensor(x)
     vm["main"](x)
     times: dict[tuple, list[float]] = {}
     calls: dict[tuple, int] = {}
@@ -82,13 +91,12 @@ def main() -> int:
     a = ap.parse_args()
     from farm.compile.build import compile_model
     from farm.config.devices import load_devices
-    from farm.models.reference import model_inputs
-    from farm.models.registry import build_builtin, load_onnx
+    from farm.models.registry import build_builtin, input_infos
 
     dev = dataclasses.replace(load_devices(ROOT / "devices.yaml").get(a.device), threads=1)
     mf = build_builtin(a.model, a.data / "models")
     lib = a.lib or compile_model(mf.path, dev, a.data / "cache").lib
-    times, calls = profile(lib, list(model_inputs(load_onnx(mf.path))[0].shape), a.rounds)
+    times, calls = profile(lib, example_input(input_infos(mf.path)[0]), a.rounds)
     med = {k: float(np.median(v)) for k, v in times.items()}
     total = sum(med.values())
     by_kind: dict[str, float] = {}

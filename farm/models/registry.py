@@ -14,6 +14,7 @@ import onnx
 
 from farm.errors import FarmError
 from farm.models import builders, quantize, tflite_builders, tflite_writer
+from farm.models.reference import TensorInfo
 
 
 @dataclass(frozen=True)
@@ -108,3 +109,11 @@ def load_onnx(path: Path) -> onnx.ModelProto:
         raise FarmError(f"{path} is not a valid ONNX model ({first})",
                         "re-export the model or point the suite at another file") from None
     return model
+
+
+def input_infos(path: Path) -> list[TensorInfo]:
+    """The inputs (name, shape, dtype) of an ONNX or TFLite model file."""
+    from farm.models.reference import model_inputs
+    from farm.models.tflite import is_tflite, tflite_inputs
+
+    return tflite_inputs(path) if is_tflite(path) else model_inputs(load_onnx(path))
