@@ -111,6 +111,7 @@ def worker(model: str, device: str, threads: int, rounds: int, data: Path) -> di
         outs[f"farm {kind} schedules"] = art.meta.get("lowering", {}).get("schedules", [])
         so = ort.SessionOptions()
         so.intra_op_num_threads, so.inter_op_num_threads = threads, 1
+        so.add_session_config_entry("session.intra_op.allow_spinning", "0")
         sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
         name = sess.get_inputs()[0].name
         runs[f"ort {kind}"] = lambda s=sess, n=name: s.run(None, {n: x})
@@ -160,8 +161,11 @@ def main() -> int:
     cores = os.cpu_count() or 1
     counts = sorted({cores if t == "all" else int(t) for t in a.threads.split(",")})
     results = []
+    load_before = os.getloadavg()[0]
     for t in counts:
-        env = dict(os.environ, TVM_NUM_THREADS=str(t), OMP_NUM_THREADS=str(t))
+        # No engine's idle threads may spin while the other one runs (both spin by default, and
+        # interleaved on a 2-core machine that made farm at 2 threads look 4x slower than it is).
+        env = dict(os.environ, TVM_NUM_THREADS=str(t), OMP_NUM_THREADS=str(t), TVM_THREAD_POOL_SPIN_COUNT="0")
         print(f"[bench] {a.model} at {t} thread(s): compiling (cached after the first run) and timing",
               file=sys.stderr, flush=True)
         out = subprocess.run([sys.executable, __file__, "--model", a.model, "--device", a.device,
@@ -173,7 +177,8 @@ def main() -> int:
 
     fl = floors(macs, set(load_devices(ROOT / "devices.yaml").get(a.device).requires))
     report = {"model": a.model, "device": a.device, "host": host_info().summary(), "macs": macs, "floor": fl,
-              "load_note": "shared 2-core machine: other engineers' compiles may run concurrently",
+              "load_note": f"load average {load_before:.2f} before, {os.getloadavg()[0]:.2f} after the timing, "
+                           f"on {cores} cores (other work on the machine slows both engines alike)",
               "results": results, "time": time.strftime("%Y-%m-%dT%H:%M:%S")}
     _print(report)
     out_dir = a.data / "bench"
