@@ -313,23 +313,3 @@ def test_mobilenet_matches_litert_on_host(registry, tmp_path):
     for got, ref in zip(run_lib(art.lib, feeds), run_litert(path, feeds), strict=True):
         for g, r in zip(got, ref, strict=True):
             assert np.mean(g == r) >= 0.999
-
-
-@pytest.mark.parametrize("mcpu", ["znver4", "haswell"])
-def test_tflite_requantize_stays_channel_blocked(tiny, mcpu):
-    """TFLite's requantize (comparisons for the rounding, clip for the fused activation) runs on
-    channel-blocked data inside the conv's kernel: the only layout transforms left carry 8-bit
-    activations, never the conv's wide accumulators. (Compile only: any x86 host.)"""
-    import tvm
-    from tvm import relax
-
-    from farm.compile.build import lower_model
-    from farm.compile.schedules import apply_schedules
-
-    mod, _ = lower_model(tiny)
-    scheduled, _, report = apply_schedules(mod, tvm.target.Target({"kind": "llvm", "mcpu": mcpu}), {})
-    assert any("blocked" in line for line in report), report
-    transforms = [b.value for blk in scheduled["main"].body.blocks for b in blk.bindings
-                  if isinstance(b.value, relax.Call) and getattr(b.value.op, "name", "") == "relax.layout_transform"]
-    assert transforms and {str(t.ty.dtype) for t in transforms} <= {"uint8", "int8"}, \
-        [str(t.ty) for t in transforms]

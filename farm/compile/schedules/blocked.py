@@ -23,9 +23,8 @@ import numpy as np
 
 from farm.compile.schedules.plan import Choice, Plan, TargetFeatures
 
-_ELEMWISE = ("relax.add", "relax.subtract", "relax.multiply", "relax.right_shift", "relax.left_shift",
-             "relax.bitwise_and", "relax.maximum", "relax.minimum", "relax.astype", "relax.clip",
-             "relax.less", "relax.greater", "relax.less_equal", "relax.greater_equal", "relax.where")
+_ELEMWISE = ("relax.add", "relax.subtract", "relax.multiply", "relax.right_shift",
+             "relax.bitwise_and", "relax.maximum", "relax.minimum", "relax.astype")
 
 
 def channel_block(features: TargetFeatures) -> int:
@@ -51,7 +50,6 @@ def block_channels(mod, plan: Plan, report: list[str], contexts: dict[str, int] 
 
     block = channel_block(plan.features)
     Constant = tvm.ir.expr.Constant  # noqa: N806 - relax constants live in tvm.ir in 0.27
-    from tvm.ir.prim.expr import FloatImm, IntImm  # (subclasses of Constant: test them first)
     op = relax.op
 
     def op_name(e) -> str:
@@ -96,8 +94,6 @@ def block_channels(mod, plan: Plan, report: list[str], contexts: dict[str, int] 
             NCHW vars of the full shape (transformed)."""
             if e in self.blocked:
                 return self.blocked[e]
-            if isinstance(e, (IntImm, FloatImm)):  # a scalar argument (clip's bounds)
-                return e
             shape = [int(d) for d in e.ty.shape] if hasattr(e.ty, "shape") and e.ty.shape is not None \
                 else None
             if isinstance(e, Constant):
