@@ -7,8 +7,6 @@ QuantizeLinear → DequantizeLinear pair on an activation becomes the float tens
 from __future__ import annotations
 
 import hashlib
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -113,11 +111,7 @@ def fp32_model(model: ModelFiles, cache_dir: Path) -> Path:
         except Exception as e:  # onnx raises several types for malformed graphs
             raise FarmError(f"the float32 model derived from {model.path.name} is invalid "
                             f"({str(e).splitlines()[0]})", "give the suite `fp32_baseline: false`") from None
-        cache_dir.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=cache_dir, suffix=".tmp")
-        os.close(fd)
-        onnx.save(derived, tmp)
-        os.replace(tmp, out)
+        write_atomic(out, derived.SerializeToString())
     return out
 
 

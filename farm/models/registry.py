@@ -14,7 +14,8 @@ import onnx
 
 from farm.errors import FarmError
 from farm.models import builders, quantize, tflite_builders, tflite_writer
-from farm.models.reference import TensorInfo
+from farm.models.reference import TensorInfo, model_inputs
+from farm.models.tflite import is_tflite, tflite_inputs
 
 
 @dataclass(frozen=True)
@@ -57,13 +58,6 @@ def _recipe_hash(name: str) -> str:
     return h.hexdigest()[:16]
 
 
-def _atomic_save(model: onnx.ModelProto, path: Path) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    os.close(fd)
-    onnx.save(model, tmp)
-    os.replace(tmp, path)
-
-
 def build_builtin(name: str, cache_dir: Path) -> ModelFiles:
     spec = BUILTINS[name]
     digest = _recipe_hash(name)
@@ -74,7 +68,7 @@ def build_builtin(name: str, cache_dir: Path) -> ModelFiles:
     int8_path = cache_dir / f"{name}-{digest}-int8.onnx"
     if not int8_path.exists():
         model = spec.build()
-        _atomic_save(model, fp32_path)
+        write_atomic(fp32_path, model.SerializeToString())
         tmp = int8_path.with_suffix(f".{os.getpid()}.partial.onnx")  # parallel workers build too
         quantize.quantize_qdq(model, tmp, per_channel=spec.per_channel, qoperator=spec.qoperator)
         os.replace(tmp, int8_path)
@@ -113,7 +107,4 @@ def load_onnx(path: Path) -> onnx.ModelProto:
 
 def input_infos(path: Path) -> list[TensorInfo]:
     """The inputs (name, shape, dtype) of an ONNX or TFLite model file."""
-    from farm.models.reference import model_inputs
-    from farm.models.tflite import is_tflite, tflite_inputs
-
     return tflite_inputs(path) if is_tflite(path) else model_inputs(load_onnx(path))
