@@ -5,7 +5,11 @@
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="$ROOT/.venv"
-APT_PACKAGES=(qemu-user-static gcc-aarch64-linux-gnu binutils-aarch64-linux-gnu clang lld llvm-14
+# --no-install-recommends below: every package a device needs is named here, recommended or not
+# (libc6-dev-arm64-cross, only a Recommends of the cross gcc, holds the crt*.o and libc the aarch64
+# link step needs)
+APT_PACKAGES=(qemu-user-static gcc-aarch64-linux-gnu binutils-aarch64-linux-gnu libc6-dev-arm64-cross
+              clang lld llvm-14
               openssh-server openssh-client
               chromium)  # headless screenshot test of the HTML report
 

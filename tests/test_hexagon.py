@@ -222,7 +222,7 @@ def test_plan_rejects_ops_that_are_not_kernels():
 
 
 def test_toolchain_failure_names_the_step(tmp_path):
-    from farm.compile.hexagon import toolchain
+    from farm.platform import hexagon_toolchain as toolchain
 
     if toolchain.missing_tools():
         pytest.skip("clang/ld.lld not installed")

@@ -19,12 +19,18 @@ from farm.errors import FarmError
 from farm.models.reference import model_inputs
 from farm.models.registry import load_onnx
 from farm.models.tflite import is_tflite
+from farm.platform.toolchain import first_error_line, linker
 
 LIB_NAME = "model.so"
 
 
 class CompileError(FarmError):
-    """TVM could not import or build the model for a target (recorded as kind 'compile')."""
+    """TVM could not import or build the model for a target (recorded as kind 'compile').
+    `detail`: everything the failing step printed, for the compile log."""
+
+    def __init__(self, what: str, todo: str = "", *, detail: str = "", **where):
+        super().__init__(what, todo, **where)
+        self.detail = detail
 
 
 @dataclass
@@ -92,29 +98,36 @@ def _build(model_path: Path, device: Device, out: Path, tuned: dict) -> dict[str
     mod, reasons = lower_model(model_path)
     ops = relax_dot_ops(mod, reasons)
     if device.target.family == "hexagon":  # no TVM runtime on the DSP: a static executable
-        _build_guarded(model_path, device, lambda: hexagon.build_executable(mod, device.target.tag, out))
+        _step(model_path, device, "building the Hexagon executable",
+              lambda: hexagon.build_executable(mod, device.target.tag, out))
         return build_report(ops, out / hexagon.ASM_NAME, device.target.family, reasons)
     mod, schedule, schedules = apply_schedules(mod, target, tuned)
     pipeline = tvm.transform.Sequential([relax.get_pipeline("zero"), schedule,
                                          relax.get_pipeline("default_build")])
 
-    def build() -> None:
-        ex = tvm.compile(mod, target, relax_pipeline=pipeline)
-        fcompile = export_fn(device)
-        ex.export_library(str(out / LIB_NAME), **({"fcompile": fcompile} if fcompile else {}))
-
-    _build_guarded(model_path, device, build)
+    ex = _step(model_path, device, "TVM's build", lambda: tvm.compile(mod, target, relax_pipeline=pipeline))
+    fcompile = export_fn(device)
+    cc = linker(device.target.family)[0]
+    _step(model_path, device, f"linking {LIB_NAME} with {cc}", lambda: ex.export_library(
+        str(out / LIB_NAME), **({"fcompile": fcompile} if fcompile else {})))
     return {**build_report(ops, out / LIB_NAME, device.target.family, reasons), "schedules": schedules}
 
 
-def _build_guarded(model_path: Path, device: Device, build: Callable[[], None]) -> None:
+def _step(model_path: Path, device: Device, step: str, work: Callable[[], Any]) -> Any:
+    """Run one build step; a failure names the step and its first meaningful line, and keeps
+    all that was printed as the error's detail."""
     try:
-        build()
+        return work()
     except FarmError:
         raise
     except Exception as e:
-        raise CompileError(f"TVM failed to build {model_path.name} for '{device.name}': "
-                           f"{_first_line(e)}", "see the log; report the model and target") from None
+        text = str(e)
+        tool_output = text.startswith("Compilation error")  # TVM's wording for a failed cc/ld run
+        line = first_error_line(text) if tool_output else _first_line(e)
+        todo = (f"apt-get install {linker(device.target.family)[1]} if it is missing" if tool_output
+                else "report the model and target")
+        raise CompileError(f"{step} failed for '{device.name}' ({model_path.name}): {line}", todo,
+                           detail=text) from None
 
 
 def compile_model(model_path: Path, device: Device, cache_root: Path) -> Artifact:

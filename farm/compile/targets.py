@@ -9,10 +9,9 @@ from typing import Any
 from farm.compile.host import host_info
 from farm.config.devices import Device
 from farm.errors import ConfigError
+from farm.platform.toolchain import APT_FOR, CROSS_CC
 
 _DEFAULT_TRIPLE = {"arm": "aarch64-linux-gnu"}
-_CROSS_CC = {"arm": "aarch64-linux-gnu-gcc"}
-_APT_FOR_CC = {"aarch64-linux-gnu-gcc": "gcc-aarch64-linux-gnu"}
 
 
 def target_dict(device: Device) -> dict[str, Any]:
@@ -52,12 +51,12 @@ def make_target(device: Device):
 
 def export_fn(device: Device) -> Callable | None:
     """The `fcompile` for export_library: None links with the host compiler."""
-    cc = _CROSS_CC.get(device.target.family)
+    cc = CROSS_CC.get(device.target.family)
     if cc is None:
         return None
     if shutil.which(cc) is None:
         raise ConfigError(f"cross compiler {cc} for '{device.name}' is not installed",
-                          f"apt-get install {_APT_FOR_CC[cc]}", file=device.file, line=device.line)
+                          f"apt-get install {APT_FOR[cc]}", file=device.file, line=device.line)
     from tvm.support import cc as tvm_cc
 
     return tvm_cc.cross_compiler(cc)

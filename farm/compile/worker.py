@@ -41,7 +41,9 @@ def compile_isolated(model_path: Path, device: Device, cache_root: Path, timeout
         status, value = pickle.loads(resp.read_bytes())
     if status == "ok":
         return value
-    kind, what, todo, file, line = value
+    kind, what, todo, file, line, logged = value
+    if logged:  # the failing step's whole output went to the log
+        todo = f"{todo}; the full output is in {log}" if todo else f"the full output is in {log}"
     raise (CompileError if kind == "compile" else FarmError)(what, todo, file=file, line=line)
 
 
@@ -52,7 +54,10 @@ def main(argv: list[str]) -> int:
         result = ("ok", compile_model(model_path, device, cache_root))
     except FarmError as e:
         kind = "compile" if isinstance(e, CompileError) else "config"
-        result = ("error", (kind, e.what, e.todo, e.file, e.line))
+        detail = getattr(e, "detail", "")
+        if detail:  # stderr is the compile log
+            print(f"{e.format()}\n\n{detail}", file=sys.stderr, flush=True)
+        result = ("error", (kind, e.what, e.todo, e.file, e.line, bool(detail)))
     tmp = resp.with_suffix(".tmp")
     tmp.write_bytes(pickle.dumps(result))
     os.replace(tmp, resp)

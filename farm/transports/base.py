@@ -12,15 +12,16 @@ import numpy as np
 
 from farm.config.devices import Device
 from farm.config.suites import LatencySpec
+from farm.platform import toolchain
 
 
 @dataclass(frozen=True)
 class Availability:
-    """Whether the device can run here; when not, why, and whether we still compile for it."""
+    """Whether the device can run here and, when not (or when something is worth knowing), why.
+    An unrunnable device still gets its code built and inspected."""
 
     runnable: bool
     reason: str = ""
-    compile_only: bool = True  # an unrunnable device still gets its code built and inspected
 
 
 class DeviceFailure(Exception):
@@ -82,7 +83,18 @@ class Transport(ABC):
         self.device, self.ctx = device, ctx
 
     def availability(self) -> Availability:
-        """A cheap local check, made before anything is started."""
+        """Whether the device can work here, found by doing the work before anything is started:
+        the transport's own check, then linking a tiny library for the device's target (a cross
+        compiler that is installed but cannot link is caught here, not at the model's build)."""
+        avail = self.transport_availability()
+        if avail.runnable:
+            problem = toolchain.link_problem(self.device.target.family)
+            if problem:
+                return Availability(False, problem)
+        return avail
+
+    def transport_availability(self) -> Availability:
+        """What this transport needs here (emulator, simulator, tracker, key files)."""
         return Availability(True)
 
     def start(self) -> None:

@@ -7,6 +7,7 @@ outputs travel as raw files in a scratch directory that is the program's working
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
@@ -20,8 +21,11 @@ from pathlib import Path
 
 import numpy as np
 
-from farm.compile.hexagon import META_NAME, SDK_EXE_NAME, toolchain
+from farm.compile.hexagon import META_NAME, SDK_EXE_NAME
 from farm.config.suites import LatencySpec
+from farm.errors import FarmError
+from farm.platform import hexagon_toolchain as toolchain
+from farm.platform.toolchain import PROBE_OK, StepFailure, run_step, tools_stamp
 from farm.transports.base import (
     Availability,
     DeviceFailure,
@@ -94,6 +98,25 @@ def choose_simulator(choice: str, qemu_cpu: str, sdk_cpu: str,
     return Simulator("qemu", qemu, qemu_cpu), ""
 
 
+PROBE_TODO = "apt-get install clang lld qemu-user-static (or run scripts/bootstrap.sh as root)"
+
+
+@functools.cache
+def probe_simulator(sim: Simulator, cpu: str, _tools: tuple | None) -> StepFailure | None:
+    """Build a tiny program with the executable's toolchain and ABI and run it once on the
+    simulator (cached per simulator and toolchain binaries). The SDK's semihosting ABI is not
+    probed (no SDK here to test a probe against)."""
+    with tempfile.TemporaryDirectory(prefix="farm-probe-") as tmp:
+        try:
+            exe = toolchain.build_probe(Path(tmp), f"hexagon{cpu}")
+        except FarmError as e:
+            return StepFailure("building a Hexagon program with clang and ld.lld", e.what)
+        if sim.kind != "qemu":
+            return None
+        return run_step(sim.argv(exe), f"running a Hexagon program under {Path(sim.binary).name}",
+                        expect=PROBE_OK)
+
+
 def _cpu_of(tag: str) -> str:
     """'qcom/hexagon-v68' → 'v68' (the SDK simulator's -m flag)."""
     m = re.search(r"(v\d+)$", tag or "")
@@ -108,9 +131,12 @@ class HexagonSimTransport(Transport):
         return choose_simulator(opts.get("simulator", "auto"), opts.get("qemu_cpu", "v67"),
                                 _cpu_of(self.device.target.tag))
 
-    def availability(self) -> Availability:
+    def transport_availability(self) -> Availability:
         sim, why = self._simulator()
-        return Availability(sim is not None, why)
+        if sim is None:
+            return Availability(False, why)
+        failed = probe_simulator(sim, _cpu_of(self.device.target.tag), tools_stamp(*toolchain.TOOLS))
+        return Availability(failed is None, failed.reason(PROBE_TODO) if failed else "")
 
     def open(self, timeout: float) -> DeviceSession:
         sim, why = self._simulator()

@@ -40,7 +40,7 @@ def missing_features(device) -> list[str]:
 class LocalTransport(LocalServerTransport):
     kind = "local"
 
-    def availability(self) -> Availability:
+    def transport_availability(self) -> Availability:
         if host_info().machine != "x86_64":
             return Availability(False, f"this host is {host_info().machine}, not x86_64")
         missing = missing_features(self.device)

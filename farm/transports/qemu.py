@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 from farm.errors import FarmError
+from farm.platform import toolchain
 from farm.provision import arm64
 from farm.transports.base import Availability, DeviceFailure
 from farm.transports.rpc import LocalServerTransport, free_servers
@@ -83,13 +84,17 @@ class QemuTransport(LocalServerTransport):
         path = Path(given).expanduser()
         return path if path.is_absolute() else Path(self.device.file).resolve().parent / path
 
-    def availability(self) -> Availability:
+    def transport_availability(self) -> Availability:
         if shutil.which(arm64.QEMU) is None:
             return Availability(False, f"{arm64.QEMU} is not installed "
                                        f"(apt-get install {arm64.QEMU_PACKAGE})")
         if self.cpu not in qemu_cpu_models():
             return Availability(False, f"{arm64.QEMU} has no CPU model '{self.cpu}' "
                                        f"(it has: {', '.join(sorted(qemu_cpu_models()))})")
+        failed = toolchain.emulator_failure(self.device.target.family, arm64.QEMU, self.cpu)
+        if failed is not None:
+            return Availability(False, failed.reason(
+                f"apt-get install {toolchain.linker(self.device.target.family)[1]} {arm64.QEMU_PACKAGE}"))
         if not arm64.is_provisioned(self.sysroot()):
             return Availability(True, f"arm64 sysroot not provisioned yet: built on first use "
                                       f"(or now: farm devices emulate arm64) in {self.sysroot()}")

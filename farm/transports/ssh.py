@@ -90,7 +90,7 @@ class SSHTransport(RPCTransport):
         self.say: Callable[[str], None] = lambda line: None
 
     # --- cheap local checks -------------------------------------------------------------------
-    def availability(self) -> Availability:
+    def transport_availability(self) -> Availability:
         try:
             import paramiko  # noqa: F401
         except ImportError:

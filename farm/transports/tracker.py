@@ -13,7 +13,7 @@ class TrackerTransport(RPCTransport):
         o = self.device.transport.options
         return o["host"], o["port"]
 
-    def availability(self) -> Availability:
+    def transport_availability(self) -> Availability:
         addr = self.tracker_address()
         try:
             summary = tracker_summary(addr, timeout=3.0)

@@ -11,12 +11,13 @@ import json
 from pathlib import Path
 
 from farm.compile.cache import file_hash
-from farm.compile.hexagon import driver, toolchain
+from farm.compile.hexagon import driver
 from farm.compile.hexagon.inline import inline_stages
 from farm.compile.hexagon.plan import make_plan
 from farm.compile.hexagon.tvm_adapt import build_kernels, kernel_target_dict
 from farm.compile.hexagon.vrmpy import use_vrmpy
 from farm.errors import FarmError
+from farm.platform import hexagon_toolchain as toolchain
 
 EXE_NAME = "model.elf"  # Linux user-mode system calls: qemu-hexagon
 SDK_EXE_NAME = "model-sdk.elf"  # the same kernels and plan with semihosting calls: hexagon-sim
