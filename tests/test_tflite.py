@@ -184,7 +184,12 @@ def test_softmax_twin_matches_litert(classes):
         scale = it.get_output_details()[1]["quantization"][0]
         np.testing.assert_array_equal(softmax_np(logits, scale), probs)
         peaks.append(int(probs.max()))
-    assert classes > 100 or max(peaks) > -100  # some rows are far from uniform
+    # The uniform row's level is 1/classes on the output grid (scale 1/256, zero point -128).
+    # Few classes: some row is far above it (the peaked case was exercised, not only flat rows).
+    # 1001 classes: the rows are near-flat, and some level must still stand above the floor
+    # (a softmax that lost its mass to rounding would put every element at -128).
+    uniform = -128 + round(256 / classes)
+    assert max(peaks) >= uniform + (16 if classes <= 100 else 1), (peaks, uniform)
 
 
 def test_relax_softmax_matches_its_twin():
