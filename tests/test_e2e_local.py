@@ -8,6 +8,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import psutil
 
 from farm.cli import main
@@ -40,23 +41,31 @@ def test_smoke_on_host(write, shared_data, capsys, no_orphans):
     assert again["compile"].metrics["cached"] is True
 
 
-def test_wrong_answer_fails_with_exit_1(write, shared_data, capsys):
-    """An impossible threshold makes the correctness check fail: exit 1, reason recorded."""
+def test_wrong_answer_fails_with_exit_1(write, shared_data, capsys, monkeypatch):
+    """References that disagree with the device (shifted past the output's range, injected into
+    both ONNX Runtime's and the exact one): correctness fails as wrong-answer, exit 1, reason kept."""
+    import farm.run.runner as runner
+
+    def shifted(reference):
+        def wrong(*args, **kwargs):
+            refs = reference(*args, **kwargs)
+            return None if refs is None else [[o + (np.ptp(o) + 1.0) for o in outs] for outs in refs]
+        return wrong
+
+    monkeypatch.setattr(runner, "run_reference", shifted(runner.run_reference))
+    monkeypatch.setattr(runner, "exact_outputs", shifted(runner.exact_outputs))
     devices = write("devices.yaml", HOST_ONLY)
     suite = write("strict.yaml", """
         model: {builtin: tinyconv}
-        correctness: {min_cosine: 1.0, max_lsb: 0, min_exact: 1.0}
-        inputs: {seed: 1, low: -50, high: 50}
+        inputs: {seed: 1}
         latency: {enabled: false}
     """)
     rc = main(["run", "--suite", str(suite), "--devices", str(devices), "--data-dir", str(shared_data)])
     out = capsys.readouterr().out
     store = Store(shared_data / "results.db")
     corr = [r for r in store.results(store.run()["id"]) if r.check == "correctness"][0]
-    if corr.status == "pass":  # TVM matched bit for bit even here: then exit must be 0
-        assert rc == 0
-    else:
-        assert rc == 1 and corr.kind == "wrong-answer" and corr.reason and "fail" in out
+    assert rc == 1 and corr.status == "fail" and corr.kind == "wrong-answer" and corr.reason
+    assert "fail" in out
 
 
 def test_unavailable_device_is_skipped_with_reason(write, shared_data, capsys):
