@@ -6,7 +6,7 @@ import tempfile
 from pathlib import Path
 
 import yaml
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from farm.config.devices import Registry, load_devices
@@ -33,6 +33,9 @@ documents = st.one_of(
     st.text(max_size=200),  # arbitrary text: YAML syntax errors, tabs, odd characters
 )
 DIR = Path(tempfile.mkdtemp(prefix="farm-fuzz-"))
+REPO = Path(__file__).resolve().parent.parent
+SHIPPED_DEVICES = (REPO / "devices.yaml").read_text()  # accepted: the validity checks do run
+SHIPPED_SUITE = (REPO / "suites" / "smoke.yaml").read_text()
 
 
 def _load(loader, text: str):
@@ -43,18 +46,43 @@ def _load(loader, text: str):
     except ConfigError as e:
         msg = e.format()
         assert msg.startswith(str(path)) and "\n" not in msg.strip(), msg
+        assert e.line is None or 1 <= e.line <= text.count("\n") + 1, (e.line, msg)  # a real line
         return None
 
 
+def _valid_registry(reg: Registry) -> None:
+    """What every accepted devices.yaml guarantees the rest of farm."""
+    names = [d.name for d in reg.devices]
+    assert len(set(names)) == len(names) and all(names)
+    for d in reg.devices:
+        assert d.target.family in ("x86", "arm", "hexagon")
+        assert d.transport.kind in ("local", "tracker", "qemu", "ssh", "hexagon-sim")
+        assert type(d.threads) is int and d.threads >= 1 and type(d.retries) is int and d.retries >= 0
+        assert d.key and d.line >= 1 and d.file
+
+
+def _valid_suite(suite: Suite) -> None:
+    lat = suite.latency
+    assert suite.name and (suite.model.builtin is None) != (suite.model.path is None)
+    assert lat.repeat >= 1 and lat.number >= 1 and lat.warmup >= 0
+    assert 0 <= suite.correctness.min_exact <= 1
+
+
 @settings(max_examples=1000, deadline=None, suppress_health_check=list(HealthCheck))
 @given(documents)
+@example(SHIPPED_DEVICES)
 def test_devices_yaml_never_tracebacks(text):
     result = _load(load_devices, text)
-    assert result is None or isinstance(result, Registry)
+    assert result is not None or text != SHIPPED_DEVICES
+    if result is not None:
+        _valid_registry(result)
 
 
 @settings(max_examples=1000, deadline=None, suppress_health_check=list(HealthCheck))
 @given(documents)
+@example(SHIPPED_SUITE)
 def test_suite_never_tracebacks(text):
     result = _load(load_suite, text)
-    assert result is None or isinstance(result, Suite)
+    assert result is not None or text != SHIPPED_SUITE
+    if result is not None:
+        _valid_suite(result)
