@@ -21,3 +21,13 @@ class FarmError(Exception):
 
 class ConfigError(FarmError):
     """A devices.yaml or suite file is malformed."""
+
+
+def error_line(e: BaseException, width: int = 300) -> str:
+    """The one line of an exception worth showing: TVM's errors end with it (after a traceback),
+    Python's start with it; an empty message gives the exception's type."""
+    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+    if not lines:
+        return type(e).__name__
+    line = lines[-1] if len(lines) > 1 and "Traceback" in lines[0] else lines[0]
+    return line[:width]

@@ -15,7 +15,7 @@ from farm.compile.int8.qoperator import has_qoperators, qoperator_to_qdq
 from farm.compile.schedules.records import load_choices, record_path
 from farm.compile.targets import export_fn, make_target, target_dict
 from farm.config.devices import Device
-from farm.errors import FarmError
+from farm.errors import FarmError, error_line
 from farm.models.reference import model_inputs
 from farm.models.registry import load_onnx
 from farm.models.tflite import is_tflite
@@ -68,7 +68,7 @@ def import_onnx(model_path: Path):
     try:
         mod = from_onnx(model, shape_dict=shapes, keep_params_in_input=False)
     except Exception as e:  # OpNotImplemented and friends
-        raise CompileError(f"TVM cannot import {model_path.name}: {_first_line(e)}",
+        raise CompileError(f"TVM cannot import {model_path.name}: {error_line(e)}",
                            "the model uses an operator TVM's ONNX frontend does not support") from None
     return relax.transform.DecomposeOpsForInference()(mod)
 
@@ -123,7 +123,7 @@ def _step(model_path: Path, device: Device, step: str, work: Callable[[], Any]) 
     except Exception as e:
         text = str(e)
         tool_output = text.startswith("Compilation error")  # TVM's wording for a failed cc/ld run
-        line = first_error_line(text) if tool_output else _first_line(e)
+        line = first_error_line(text) if tool_output else error_line(e)
         todo = (f"apt-get install {linker(device.target.family)[1]} if it is missing" if tool_output
                 else "report the model and target")
         raise CompileError(f"{step} failed for '{device.name}' ({model_path.name}): {line}", todo,
@@ -157,10 +157,3 @@ def compile_model(model_path: Path, device: Device, cache_root: Path) -> Artifac
         cached = True
     lib = hexagon.EXE_NAME if hexagon_exe else LIB_NAME
     return Artifact(Path(meta["dir"]) / lib, key, target, meta["compile_seconds"], cached, meta)
-
-
-def _first_line(e: BaseException) -> str:
-    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
-    # TVM errors end with the useful line; Python errors start with it
-    return (lines[-1] if len(lines) > 1 and "Traceback" in lines[0] else lines[0]) if lines \
-        else type(e).__name__

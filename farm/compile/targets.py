@@ -8,7 +8,7 @@ from typing import Any
 
 from farm.compile.host import host_info
 from farm.config.devices import Device
-from farm.errors import ConfigError
+from farm.errors import ConfigError, error_line
 from farm.platform.toolchain import APT_FOR, CROSS_CC
 
 _DEFAULT_TRIPLE = {"arm": "aarch64-linux-gnu"}
@@ -40,7 +40,7 @@ def make_target(device: Device):
     try:
         target = tvm.target.Target(d)
     except Exception as e:  # TVM raises TVMError/ValueError with a multi-line message
-        raise ConfigError(f"TVM rejects the target of '{device.name}': {str(e).splitlines()[0]}",
+        raise ConfigError(f"TVM rejects the target of '{device.name}': {error_line(e)}",
                           "fix the target attributes", file=device.file, line=device.line) from None
     if "mcpu" in d and not codegen.llvm_is_valid_cpu(d["mcpu"], d.get("mtriple", "")):
         raise ConfigError(f"mcpu '{d['mcpu']}' of '{device.name}' is not a CPU LLVM knows",

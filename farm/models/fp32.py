@@ -14,7 +14,7 @@ import onnx
 from onnx import helper, numpy_helper
 
 from farm.compile.int8.qoperator import has_qoperators, qoperator_to_qdq
-from farm.errors import FarmError
+from farm.errors import FarmError, error_line
 from farm.models.registry import ModelFiles, load_onnx, write_atomic
 from farm.models.tflite import is_tflite
 
@@ -110,7 +110,7 @@ def fp32_model(model: ModelFiles, cache_dir: Path) -> Path:
             onnx.checker.check_model(derived)
         except Exception as e:  # onnx raises several types for malformed graphs
             raise FarmError(f"the float32 model derived from {model.path.name} is invalid "
-                            f"({str(e).splitlines()[0]})", "give the suite `fp32_baseline: false`") from None
+                            f"({error_line(e)})", "give the suite `fp32_baseline: false`") from None
         write_atomic(out, derived.SerializeToString())
     return out
 

@@ -12,7 +12,7 @@ import onnxruntime as ort
 
 from farm.compile.int8.qoperator import has_qoperators, qoperator_to_qdq
 from farm.config.suites import InputSpec
-from farm.errors import FarmError
+from farm.errors import FarmError, error_line
 
 _ONNX_DTYPES = {onnx.TensorProto.FLOAT: "float32", onnx.TensorProto.FLOAT16: "float16",
                 onnx.TensorProto.UINT8: "uint8", onnx.TensorProto.INT8: "int8",
@@ -71,7 +71,7 @@ def run_reference(path: Path, feeds: list[dict[str, np.ndarray]]) -> list[list[n
         sess = ort.InferenceSession(source, opts, providers=["CPUExecutionProvider"])
         return [sess.run(None, feed) for feed in feeds]
     except Exception as e:  # ORT raises its own exception types for bad graphs and feeds
-        raise FarmError(f"ONNX Runtime cannot run {path}: {str(e).splitlines()[0]}",
+        raise FarmError(f"ONNX Runtime cannot run {path}: {error_line(e)}",
                         "check the model and the suite's input shape/dtype") from None
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import onnx
 
-from farm.errors import FarmError
+from farm.errors import FarmError, error_line
 from farm.models import builders, quantize, tflite_builders, tflite_writer
 from farm.models.reference import TensorInfo, model_inputs
 from farm.models.tflite import is_tflite, tflite_inputs
@@ -99,8 +99,7 @@ def load_onnx(path: Path) -> onnx.ModelProto:
         model = onnx.load(str(path))
         onnx.checker.check_model(model)
     except Exception as e:  # onnx raises several unrelated types for corrupt files
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise FarmError(f"{path} is not a valid ONNX model ({first})",
+        raise FarmError(f"{path} is not a valid ONNX model ({error_line(e)})",
                         "re-export the model or point the suite at another file") from None
     return model
 

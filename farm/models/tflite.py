@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from farm.config.suites import InputSpec, ModelSpec
-from farm.errors import FarmError
+from farm.errors import FarmError, error_line
 from farm.models.reference import TensorInfo, make_inputs
 
 TFLITE_SUFFIX = ".tflite"
@@ -61,7 +61,7 @@ def _interpreter(path: Path, resolver: str = "BUILTIN_REF"):
         it = Interpreter(model_path=str(path), experimental_op_resolver_type=OpResolverType[resolver])
         it.allocate_tensors()
     except Exception as e:  # LiteRT raises ValueError / RuntimeError for models it rejects
-        raise FarmError(f"LiteRT cannot load {path}: {str(e).strip().splitlines()[0]}",
+        raise FarmError(f"LiteRT cannot load {path}: {error_line(e)}",
                         "check the model with LiteRT's own tools") from None
     return it
 
@@ -85,7 +85,7 @@ def run_litert(path: Path, feeds: list[dict[str, np.ndarray]], resolver: str = "
             it.invoke()
             outs.append([it.get_tensor(d["index"]).copy() for d in it.get_output_details()])
     except Exception as e:  # shape / dtype mismatches of a suite's input spec
-        raise FarmError(f"LiteRT cannot run {path}: {str(e).strip().splitlines()[0]}",
+        raise FarmError(f"LiteRT cannot run {path}: {error_line(e)}",
                         "check the suite's input shape/dtype") from None
     return outs
 

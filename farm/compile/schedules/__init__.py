@@ -19,6 +19,7 @@ import dataclasses
 import numpy as np
 
 from farm.compile.schedules.plan import Choice, Plan, target_features
+from farm.errors import error_line
 
 __all__ = ["Choice", "Plan", "apply_schedules", "pack_convs", "schedule_kernels", "target_features"]
 
@@ -161,7 +162,7 @@ def schedule_kernels(cores: int, report: list[str], vector_bits: int):
             try:
                 sch, what = one(func)
             except Exception as e:  # noqa: BLE001 - a template that does not fit this kernel
-                report.append(f"{gv.name_hint}: schedule failed ({_first_line(e)}), left unscheduled")
+                report.append(f"{gv.name_hint}: schedule failed ({error_line(e, 160)}), left unscheduled")
                 continue
             if what:
                 report.append(f"{gv.name_hint}: {what}")
@@ -171,11 +172,6 @@ def schedule_kernels(cores: int, report: list[str], vector_bits: int):
         return mod
 
     return _pass
-
-
-def _first_line(e: BaseException) -> str:
-    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
-    return (lines[0] if lines else type(e).__name__)[:160]
 
 
 def _has_reduction(sch) -> bool:
