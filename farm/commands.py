@@ -20,6 +20,7 @@ from farm.report.commands import (  # noqa: F401 - the CLI dispatches to cmd_* b
     report_text,
     write_output,
 )
+from farm.report.history import KEYWORDS, resolve_run
 from farm.results.store import Store, default_db
 from farm.run.runner import RunOptions, run, stderr_progress
 from farm.transports import make_transport
@@ -52,8 +53,8 @@ def _pairs(args, registry: Registry) -> list[tuple[Suite, list[Device]]]:
 def _resume_plan(args: argparse.Namespace) -> None:
     """Replace the run's arguments by those recorded for the run being resumed."""
     store = Store(default_db(args.data_dir))
-    try:
-        row = store.run(args.resume)
+    try:  # last / previous / last-night name finished (here: interrupted) runs, as elsewhere
+        row = resolve_run(store, args.resume) if args.resume in KEYWORDS else store.run(args.resume)
     finally:
         store.close()
     if row is None:

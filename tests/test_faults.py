@@ -172,6 +172,37 @@ def test_resume_continues_without_repeating(write, shared_data):
     assert final[("host2", "latency")] == "pass" and store.run(run_id)["status"] == "done"
 
 
+def test_resume_last_runs_the_checks_an_interrupt_left_out(write, shared_data):
+    """Interrupted after correctness: compile and correctness are recorded, latency is not. The
+    resume (named `last`) must run latency and leave the correctness row as it was."""
+    devices = write("devices.yaml", HOST_ONLY)
+    suite = write("s.yaml", FAST)
+    argv = [sys.executable, "-m", "farm.cli", "run", "--suite", str(suite), "--devices", str(devices),
+            "--data-dir", str(shared_data)]
+    proc = subprocess.Popen(argv, cwd=REPO, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
+    for line in proc.stderr:
+        if "correctness: pass" in line:
+            proc.send_signal(signal.SIGINT)
+            break
+    proc.communicate(timeout=60)
+    store = Store(shared_data / "results.db")
+    run = store.run()
+    assert run["status"] == "interrupted"
+    first = {r.check: r for r in store.results(run["id"])}
+    assert first["correctness"].status == "pass" and first.get("latency") is None, first
+    resumed = subprocess.run([sys.executable, "-m", "farm.cli", "run", "--resume", "last",
+                              "--data-dir", str(shared_data)], cwd=REPO, capture_output=True, text=True,
+                             timeout=600)
+    assert resumed.returncode == 0, resumed.stderr
+    assert "already done" not in resumed.stderr  # the device was not finished
+    assert "correctness:" not in resumed.stderr and "latency: pass" in resumed.stderr
+    final = {r.check: r for r in store.results(run["id"])}
+    assert set(final) == set(load_suite(suite).checks())
+    assert all(r.status == "pass" for r in final.values()), final
+    assert final["correctness"].metrics == first["correctness"].metrics  # not measured again
+    assert store.run(run["id"])["status"] == "done"
+
+
 def test_resume_of_unknown_or_finished_run(shared_data, capsys):
     from farm.cli import main
 

@@ -109,12 +109,17 @@ class Session:
                 return r.metrics["median"]
         return None
 
-    def finished(self, device: str, suite: str) -> bool:
-        """True when an earlier attempt of this run already has every check of the pair, none
-        of them an error (for --resume)."""
-        rows = [r for r in self.store.results(self.run_id) if r.device == device and r.suite == suite]
-        return bool(rows) and all(r.status != "error" for r in rows) and \
-            {"compile", "correctness"} <= {r.check for r in rows}
+    def recorded(self, device: str, suite: str) -> set[str]:
+        """Checks of the pair that an earlier attempt of this run (--resume) recorded, errors
+        excluded: those are not run again."""
+        if not self.opts.resume:
+            return set()
+        return {r.check for r in self.store.results(self.run_id)
+                if r.device == device and r.suite == suite and r.status != "error"}
+
+    def finished(self, device: str, suite: Suite) -> bool:
+        """True when every check the suite plans for the device is recorded, none of them an error."""
+        return set(suite.checks()) <= self.recorded(device, suite.name)
 
 
 class DeviceRun:
@@ -127,7 +132,9 @@ class DeviceRun:
         self.latency = replace(spec, repeat=spec.emulated_repeat) if device.emulated else spec
         self.checks = prep.suite.checks()[1:]  # compile is recorded on its own
         self.fp32: Artifact | None = None
-        self.done: set[str] = set()
+        # checks an earlier attempt of a resumed run finished (compile is always redone: the
+        # artifact is needed, and the cache makes it cheap)
+        self.done: set[str] = session.recorded(device.name, prep.suite.name) - {"compile"}
 
     def result(self, check: str, status: str, **kw) -> CheckResult:
         d = self.device
@@ -155,7 +162,7 @@ class DeviceRun:
             self.fail_pending("skipped", "unavailable", avail.reason)
             self.session.store.set_health(name, self.session.run_id, "unavailable", avail.reason)
             return
-        if baseline.CHECK in self.checks:
+        if baseline.CHECK in self.checks and baseline.CHECK not in self.done:
             if self.device.emulated and not self.prep.suite.fp32_baseline_emulated:
                 self.result(baseline.CHECK, "skipped", kind="unavailable",
                             reason="no fp32 baseline on emulated devices (suite: fp32_baseline_emulated)")
@@ -294,7 +301,7 @@ def run(pairs: list[tuple[Suite, list[Device]]], opts: RunOptions) -> RunOutcome
     try:
         with Farm(opts.data_dir, opts.log_dir, all_devices) as farm:
             for suite, devices in pairs:
-                todo = [d for d in devices if not (opts.resume and session.finished(d.name, suite.name))]
+                todo = [d for d in devices if not session.finished(d.name, suite)]
                 if len(todo) < len(devices):
                     opts.progress(f"resuming {run_id}: {len(devices) - len(todo)} device(s) of "
                                   f"{suite.name} already done")
