@@ -9,6 +9,7 @@ from pathlib import Path
 from tabulate import tabulate
 
 from farm.cli import _default
+from farm.compile.targets import target_dict
 from farm.config.devices import Device, Registry, load_devices
 from farm.config.suites import ModelSpec, Suite, find_suite, load_suite
 from farm.errors import ConfigError, FarmError
@@ -46,6 +47,8 @@ def _pairs(args, registry: Registry) -> list[tuple[Suite, list[Device]]]:
             wanted = {d.name for d in registry.select(args.device)}
             devices = [d for d in devices if d.name in wanted] or \
                 [d for d in registry.devices if d.name in wanted]
+        for d in devices:  # a target LLVM cannot take is a config error before any work starts
+            target_dict(d)
         pairs.append((suite, devices))
     return pairs
 

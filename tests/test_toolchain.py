@@ -124,3 +124,20 @@ def test_hexagon_compiler_that_fails_is_unavailable(tmp_path, monkeypatch):
     assert not avail.runnable
     assert "building a Hexagon program with clang and ld.lld fails" in avail.reason
     assert "clang: error: unknown target hexagon" in avail.reason
+
+
+@pytest.mark.parametrize("command", [["devices", "list"], ["run", "--suite", "smoke"]])
+def test_triple_llvm_has_no_target_for_is_a_config_error(write, tmp_path, capsys, command):
+    """LLVM segfaults the process on such a triple: farm must refuse it first, with file:line."""
+    devices = write("devices.yaml", """
+        devices:
+          - name: bad
+            target: {family: x86, mtriple: garbage-triple-xyz, mcpu: haswell}
+            transport: {kind: local}
+    """)
+    code = main([*command, "--devices", str(devices), "--data-dir", str(tmp_path / "data")])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert f"{devices}:2: LLVM has no target for the architecture 'garbage' of mtriple" in err
+    assert "fix the target's mtriple" in err
+    assert toolchain.triple_problem("aarch64-linux-gnu") == toolchain.triple_problem("armv7a-linux-gnueabihf") == ""

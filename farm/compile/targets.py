@@ -9,7 +9,7 @@ from typing import Any
 from farm.compile.host import host_info
 from farm.config.devices import Device
 from farm.errors import ConfigError, error_line
-from farm.platform.toolchain import APT_FOR, CROSS_CC
+from farm.platform.toolchain import APT_FOR, CROSS_CC, triple_problem
 
 _DEFAULT_TRIPLE = {"arm": "aarch64-linux-gnu"}
 
@@ -25,6 +25,11 @@ def target_dict(device: Device) -> dict[str, Any]:
         out["mcpu"] = mcpu
     triple = spec.mtriple or _DEFAULT_TRIPLE.get(spec.family)
     if triple:
+        problem = triple_problem(triple)
+        if problem:
+            raise ConfigError(f"{problem}, so no code can be built for '{device.name}'",
+                              "fix the target's mtriple (e.g. aarch64-linux-gnu)", file=device.file,
+                              line=device.line)
         out["mtriple"] = triple
     if spec.mattr:
         out["mattr"] = list(spec.mattr)

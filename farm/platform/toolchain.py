@@ -134,3 +134,23 @@ def _emulate(cc: str, emulator: str, cpu: str, _stamp: tuple) -> StepFailure | N
         return failed or run_step([emulator, "-cpu", cpu, str(Path(tmp) / "probe")],
                                   f"running a program under {Path(emulator).name} -cpu {cpu}", expect=PROBE_OK)
 
+
+
+# Spellings of an architecture that LLVM's triple parser takes besides its targets' own names.
+_ARCH_ALIASES = {"amd64": "x86_64", "x86-64": "x86_64", "arm64": "aarch64", "i486": "i386",
+                 "i586": "i386", "i686": "i386"}
+
+
+def triple_problem(triple: str) -> str:
+    """'' when LLVM has a target for the triple's architecture, else why. Checked before TVM sees
+    the triple: LLVM crashes the process (SIGSEGV) on a triple it has no target for."""
+    from tvm.target import codegen
+
+    arch = triple.split("-", 1)[0]
+    arch = _ARCH_ALIASES.get(arch, arch)
+    known = set(codegen.llvm_get_targets())
+    base = re.sub(r"^(arm|thumb)(v\d.*)$", r"\1", arch)  # armv7a → arm, thumbv7m → thumb
+    if arch in known or base in known:
+        return ""
+    return (f"LLVM has no target for the architecture '{arch}' of mtriple '{triple}' "
+            f"(it has: {', '.join(sorted(known))})")
