@@ -86,3 +86,31 @@ def test_baseline_that_cannot_be_derived_is_an_error(tmp_path):
     with pytest.raises(FarmError) as err:
         fp32_model(ModelFiles("u8out", path), tmp_path)
     assert "fp32_baseline: false" in err.value.format()
+
+
+def test_float_model_is_its_own_baseline(write, tmp_path, capsys):
+    """A model with no quantized operators: its fp32 build is the same artifact as the 'int8'
+    one; loading it twice in one session crashed the rpc_server. The baseline is skipped, saying why."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    from farm.cli import main
+    from farm.results.store import Store
+    from tests.conftest import HOST_ONLY
+
+    w = numpy_helper.from_array(np.random.default_rng(0).standard_normal((4, 3, 3, 3)).astype(np.float32), "w")
+    graph = helper.make_graph(
+        [helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1]), helper.make_node("Relu", ["c"], ["y"])],
+        "float", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 8, 8])], [w])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    path = tmp_path / "float.onnx"
+    onnx.save(model, path)
+    data = tmp_path / "data"
+    assert main(["run", "--model", str(path), "--devices", str(write("devices.yaml", HOST_ONLY)),
+                 "--data-dir", str(data)]) == 0
+    store = Store(data / "results.db")
+    results = {r.check: r for r in store.results(store.run()["id"])}
+    assert results["latency"].status == "pass"
+    fp32 = results["latency-fp32"]
+    assert fp32.status == "skipped" and "no quantized operators" in fp32.reason

@@ -168,6 +168,11 @@ class DeviceRun:
                             reason="no fp32 baseline on emulated devices (suite: fp32_baseline_emulated)")
             else:
                 self.fp32 = self.compile_fp32()
+            if self.fp32 is not None and self.fp32.key == art.key:  # same artifact: nothing to compare
+                self.fp32 = None
+                self.result(baseline.CHECK, "skipped", kind="unavailable",
+                            reason="the model has no quantized operators: it computes in float already, "
+                                   "so it is its own fp32 baseline")
         for attempt in range(self.device.retries + 1):
             try:
                 self.attempt(art)
