@@ -39,6 +39,19 @@ def test_bounded_aliases_still_work(write):
     assert [d.tags for d in reg.devices] == [(), ("fast",), ("fast",)]
 
 
+@pytest.mark.parametrize("value, fragment", [
+    ("!!int abc", "'abc' is not a valid !!int value"),
+    ("!!float x", "'x' is not a valid !!float value"),
+    ("!!bool maybe", "not a valid !!bool value"),
+    ("!!timestamp soon", "not a valid !!timestamp value"),
+    ("!!map x", "not a valid !!map value"),
+    ("!custom x", "unknown YAML tag '!custom'"),
+    ("1" * 5000, "(5000 characters)' is not a valid !!int value"),  # Python's int digit limit
+])
+def test_bad_tags_and_values(write, value, fragment):
+    assert_config_error(load_devices, write("devices.yaml", DEVICE + f"    threads: {value}\n"), 4, fragment)
+
+
 def test_cli_one_line_for_laughs(write, capsys):
     assert main(["devices", "list", "--devices", str(write("devices.yaml", _laughs()))]) == 2
     err = capsys.readouterr().err.strip()

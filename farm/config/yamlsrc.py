@@ -96,8 +96,22 @@ def _build(node: yaml.Node, path: tuple, lines: dict, file: str, loader: _Loader
         return out
     if isinstance(node, yaml.SequenceNode):
         return [_build(v, path + (i,), lines, file, loader) for i, v in enumerate(node.value)]
-    # Scalars: PyYAML's safe constructor resolves int/float/bool/null/str.
-    return loader.construct_object(node, deep=True)
+    return _scalar(node, file, loader)
+
+
+def _scalar(node: yaml.ScalarNode, file: str, loader: _Loader) -> Any:
+    """PyYAML's safe constructor resolves int/float/bool/null/str and explicit tags such as !!int;
+    a value its tag cannot hold, or an unknown tag, is a ConfigError at the value's line."""
+    tag, line = node.tag.replace("tag:yaml.org,2002:", "!!"), node.start_mark.line + 1
+    if node.tag not in loader.yaml_constructors:
+        raise ConfigError(f"unknown YAML tag '{tag}'", "remove the tag: plain values need none",
+                          file=file, line=line)
+    try:
+        return loader.construct_object(node, deep=True)
+    except (yaml.YAMLError, ValueError, TypeError, KeyError, AttributeError):
+        value = node.value if len(node.value) <= 40 else f"{node.value[:20]}... ({len(node.value)} characters)"
+        raise ConfigError(f"'{value}' is not a valid {tag} value", "fix the value, or remove the tag",
+                          file=file, line=line) from None
 
 
 def load_yaml(path: str | Path) -> Source:
@@ -120,8 +134,5 @@ def load_yaml(path: str | Path) -> Source:
     except yaml.YAMLError as e:
         raise ConfigError(f"invalid YAML: {e}", "fix the syntax", file=file) from None
     lines: dict[tuple, int] = {}
-    try:
-        data = _build(node, (), lines, file, loader) if node is not None else None
-    except yaml.YAMLError as e:  # e.g. an unparseable timestamp scalar
-        raise ConfigError(f"invalid YAML value: {e}", "fix the value", file=file) from None
+    data = _build(node, (), lines, file, loader) if node is not None else None
     return Source(file, data, lines)
