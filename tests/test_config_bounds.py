@@ -87,6 +87,24 @@ def test_device_timeouts_are_finite(write, extra, line, fragment):
     assert_config_error(load_devices, write("devices.yaml", DEVICE + extra), line, fragment)
 
 
+@pytest.mark.parametrize("name, fragment", [
+    ('"host\\n"', "has characters other than"),  # `$` matched before the final newline
+    ("x" * 300, "is 300 characters long"),
+])
+def test_device_names_are_bounded(write, name, fragment):
+    text = f"devices:\n  - name: {name}\n    target: {{family: x86}}\n"
+    assert_config_error(load_devices, write("devices.yaml", text), 2, fragment)
+
+
+def test_longest_name_is_accepted(write):
+    assert load_devices(write("devices.yaml", DEVICE.replace("name: a", "name: " + "a" * 64))).devices
+
+
+def test_mattr_with_a_final_newline_is_rejected(write):
+    text = 'devices:\n  - name: a\n    target: {family: x86, mattr: ["+avx2\\n"]}\n'
+    assert_config_error(load_devices, write("devices.yaml", text), 3, "must start with + or -")
+
+
 def test_cli_one_line_for_laughs(write, capsys):
     assert main(["devices", "list", "--devices", str(write("devices.yaml", _laughs()))]) == 2
     err = capsys.readouterr().err.strip()

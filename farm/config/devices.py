@@ -15,7 +15,8 @@ from farm.errors import ConfigError
 FAMILIES = ["x86", "arm", "hexagon"]
 TRANSPORTS = ["local", "tracker", "qemu", "ssh", "hexagon-sim"]
 EMULATED_TRANSPORTS = {"qemu", "hexagon-sim"}
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")  # fullmatch: `$` would let a final newline in
+MAX_NAME = 64  # device names become file and directory names, tracker keys and table cells
 
 
 @dataclass(frozen=True)
@@ -106,8 +107,9 @@ def _target(node: Node) -> TargetSpec:
     if family != "hexagon" and spec.tag:
         raise node.error("tag", "'tag' is only for hexagon targets", "use mcpu/mtriple/mattr instead")
     for attr in spec.mattr:
-        if not re.match(r"^[+-][A-Za-z0-9_.-]+$", attr):
-            raise node.error("mattr", f"mattr item '{attr}' must start with + or -",
+        if not re.fullmatch(r"[+-][A-Za-z0-9_.-]+", attr):
+            raise node.error("mattr", f"mattr item {attr!r} must start with + or -, then only letters, "
+                                      "digits, '.', '_' and '-'",
                              "write e.g. [+neon, +dotprod]")
     node.done()
     return spec
@@ -162,8 +164,11 @@ def _transport(node: Node) -> TransportSpec:
 def _device(src: Source, index: int, data: Any) -> Device:
     node = Node(src, ("devices", index), data, f"device #{index + 1}")
     name = node.get("name", str, required=True)
-    if not _NAME.match(name):
-        raise node.error("name", f"device name '{name}' has characters other than letters, digits, "
+    if len(name) > MAX_NAME:
+        raise node.error("name", f"device name '{name[:20]}...' is {len(name)} characters long",
+                         f"use at most {MAX_NAME}")
+    if not _NAME.fullmatch(name):
+        raise node.error("name", f"device name {name!r} has characters other than letters, digits, "
                                  "'.', '_' and '-'", "rename it")
     node.what = f"device '{name}'"
     target = _target(node.child("target", f"target of '{name}'", required=True))
