@@ -105,6 +105,25 @@ def test_mattr_with_a_final_newline_is_rejected(write):
     assert_config_error(load_devices, write("devices.yaml", text), 3, "must start with + or -")
 
 
+@pytest.mark.parametrize("host", ["0.0.0.0", "10.1.2.3", "::", "myhost.lan"])
+def test_remote_local_server_needs_allow_remote(write, host):
+    text = DEVICE + f"    transport: {{kind: local, host: '{host}'}}\n"
+    assert_config_error(load_devices, write("devices.yaml", text), 4, "no authentication")
+    text = DEVICE + f"    transport: {{kind: local, host: '{host}', allow_remote: true}}\n"
+    assert load_devices(write("devices.yaml", text)).devices[0].transport.options["host"] == host
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "127.0.0.2", "::1", "localhost"])
+def test_loopback_local_server_needs_nothing(write, host):
+    text = DEVICE + f"    transport: {{kind: local, host: '{host}'}}\n"
+    assert load_devices(write("devices.yaml", text)).devices[0].transport.options["host"] == host
+
+
+def test_allow_remote_is_only_for_local(write):
+    text = DEVICE + "    transport: {kind: tracker, host: h, port: 9190, allow_remote: true}\n"
+    assert_config_error(load_devices, write("devices.yaml", text), 4, "unknown key 'allow_remote'")
+
+
 def test_cli_one_line_for_laughs(write, capsys):
     assert main(["devices", "list", "--devices", str(write("devices.yaml", _laughs()))]) == 2
     err = capsys.readouterr().err.strip()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -119,11 +120,27 @@ def _port(node: Node, key: str, default: int | None = None, required: bool = Fal
     return node.number(key, int, default, lo=1, hi=65535, required=required)
 
 
+def _local_host(node: Node) -> str:
+    """Where a local device's TVM rpc_server listens: loopback unless `allow_remote: true`, since
+    the server has no authentication and runs whatever code reaches it."""
+    host, allow_remote = node.get("host", str, "127.0.0.1"), node.get("allow_remote", bool, False)
+    try:
+        loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:  # a host name: it may resolve to any interface
+        loopback = False
+    if not loopback and not allow_remote:
+        raise node.error("host", f"host '{host}' is not a loopback address: TVM's RPC server has no "
+                                 "authentication, so anyone reaching it could run code on this machine",
+                         "use host: 127.0.0.1, or add `allow_remote: true` if only trusted machines "
+                         "can reach it")
+    return host
+
+
 def _transport(node: Node) -> TransportSpec:
     kind = node.choice("kind", TRANSPORTS, required=True)
     opts: dict[str, Any] = {}
     if kind == "local":
-        opts["host"] = node.get("host", str, "127.0.0.1")
+        opts["host"] = _local_host(node)
     elif kind == "tracker":
         opts["host"] = node.get("host", str, required=True)
         opts["port"] = _port(node, "port", required=True)
