@@ -144,10 +144,15 @@ class Store:
         if run_id is None:
             row = self.db.execute("SELECT * FROM runs ORDER BY started DESC LIMIT 1").fetchone()
         else:
-            rows = self.db.execute("SELECT * FROM runs WHERE id LIKE ? ORDER BY started DESC",
-                                   (run_id + "%",)).fetchall()
+            rows = self.runs_with_prefix(run_id)
             row = rows[0] if len(rows) == 1 else None
         return dict(row) if row else None
+
+    def runs_with_prefix(self, prefix: str) -> list[sqlite3.Row]:
+        """Runs whose id starts with `prefix`, taken literally (LIKE would read % and _ as
+        wildcards), newest first."""
+        return self.db.execute("SELECT * FROM runs WHERE substr(id, 1, ?) = ? ORDER BY started DESC",
+                               (len(prefix), prefix)).fetchall()
 
     def results(self, run_id: str) -> list[CheckResult]:
         rows = self.db.execute("SELECT * FROM results WHERE run_id = ? ORDER BY rowid",
