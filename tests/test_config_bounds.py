@@ -56,35 +56,32 @@ def test_bad_tags_and_values(write, value, fragment):
 SUITE = "model: {builtin: tinyconv}\n"
 
 
-@pytest.mark.parametrize("text, line, fragment", [
-    ("inputs: {low: .nan}\n", 2, "'low' is nan, not a finite number"),
-    ("inputs: {high: .inf}\n", 2, "'high' is inf, not a finite number"),
-    ("inputs: {low: -.inf, high: 0}\n", 2, "'low' is -inf"),
-    ("inputs:\n  count: 3\n  shape: [1000, 1000, 1000]\n", 4, "take more than 1 GiB (8 bytes an element"),
-    ("inputs: {count: 2000, shape: [1, 3, 224, 224], dtype: float32}\n", 2, "take more than 1 GiB"),
-    ("inputs: {count: 1000000000000}\n", 2, "'count' is 1000000000000, out of range"),
-    ("timeouts: {run: .nan}\n", 2, "'run' is nan, not a finite number"),
-    ("timeouts: {run: .inf}\n", 2, "'run' is inf"),
-    ("timeouts: {compile: -5}\n", 2, "'compile' is -5.0, out of range"),
-    ("timeouts: {open: 1.0e+300}\n", 2, "out of range"),
+@pytest.mark.parametrize("load, text, line, fragment", [
+    (load_suite, SUITE + "inputs: {low: .nan}\n", 2, "'low' is nan, not a finite number"),
+    (load_suite, SUITE + "inputs: {high: .inf}\n", 2, "'high' is inf, not a finite number"),
+    (load_suite, SUITE + "inputs: {low: -.inf, high: 0}\n", 2, "'low' is -inf"),
+    (load_suite, SUITE + "inputs:\n  count: 3\n  shape: [1000, 1000, 1000]\n", 4,
+     "take more than 1 GiB (8 bytes an element"),
+    (load_suite, SUITE + "inputs: {count: 2000, shape: [1, 3, 224, 224], dtype: float32}\n", 2,
+     "take more than 1 GiB"),
+    (load_suite, SUITE + "inputs: {count: 1000000000000}\n", 2, "'count' is 1000000000000, out of range"),
+    (load_suite, SUITE + "timeouts: {run: .nan}\n", 2, "'run' is nan, not a finite number"),
+    (load_suite, SUITE + "timeouts: {run: .inf}\n", 2, "'run' is inf"),
+    (load_suite, SUITE + "timeouts: {compile: -5}\n", 2, "'compile' is -5.0, out of range"),
+    (load_suite, SUITE + "timeouts: {open: 1.0e+300}\n", 2, "out of range"),
+    (load_devices, DEVICE + "    timeouts: {run: .nan}\n", 4, "'run' is nan, not a finite number"),
+    (load_devices, DEVICE + "    timeouts: {open: -.inf}\n", 4, "'open' is -inf"),
+    (load_devices, DEVICE + "    retry_backoff: .nan\n", 4, "'retry_backoff' is nan"),
+    (load_devices, DEVICE + "    transport: {kind: ssh, host: b, connect_timeout: .inf}\n", 4,
+     "'connect_timeout' is inf"),
 ])
-def test_suite_values_are_bounded(write, text, line, fragment):
-    assert_config_error(load_suite, write("s.yaml", SUITE + text), line, fragment)
+def test_numbers_are_finite_and_bounded(write, load, text, line, fragment):
+    assert_config_error(load, write("config.yaml", text), line, fragment)
 
 
 def test_inputs_within_the_limit_are_kept(write):
     spec = load_suite(write("s.yaml", SUITE + "inputs: {count: 4, shape: [1, 3, 224, 224], dtype: int8}\n")).inputs
     assert (spec.count, spec.shape, spec.dtype) == (4, (1, 3, 224, 224), "int8")
-
-
-@pytest.mark.parametrize("extra, line, fragment", [
-    ("    timeouts: {run: .nan}\n", 4, "'run' is nan, not a finite number"),
-    ("    timeouts: {open: -.inf}\n", 4, "'open' is -inf"),
-    ("    retry_backoff: .nan\n", 4, "'retry_backoff' is nan"),
-    ("    transport: {kind: ssh, host: b, connect_timeout: .inf}\n", 4, "'connect_timeout' is inf"),
-])
-def test_device_timeouts_are_finite(write, extra, line, fragment):
-    assert_config_error(load_devices, write("devices.yaml", DEVICE + extra), line, fragment)
 
 
 @pytest.mark.parametrize("name, fragment", [
