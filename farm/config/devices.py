@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,7 +16,8 @@ from farm.errors import ConfigError
 FAMILIES = ["x86", "arm", "hexagon"]
 TRANSPORTS = ["local", "tracker", "qemu", "ssh", "hexagon-sim"]
 EMULATED_TRANSPORTS = {"qemu", "hexagon-sim"}
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")  # fullmatch: `$` would let a final newline in
+MAX_NAME = 64  # device names become file and directory names, tracker keys and table cells
 
 
 @dataclass(frozen=True)
@@ -106,8 +108,9 @@ def _target(node: Node) -> TargetSpec:
     if family != "hexagon" and spec.tag:
         raise node.error("tag", "'tag' is only for hexagon targets", "use mcpu/mtriple/mattr instead")
     for attr in spec.mattr:
-        if not re.match(r"^[+-][A-Za-z0-9_.-]+$", attr):
-            raise node.error("mattr", f"mattr item '{attr}' must start with + or -",
+        if not re.fullmatch(r"[+-][A-Za-z0-9_.-]+", attr):
+            raise node.error("mattr", f"mattr item {attr!r} must start with + or -, then only letters, "
+                                      "digits, '.', '_' and '-'",
                              "write e.g. [+neon, +dotprod]")
     node.done()
     return spec
@@ -117,11 +120,27 @@ def _port(node: Node, key: str, default: int | None = None, required: bool = Fal
     return node.number(key, int, default, lo=1, hi=65535, required=required)
 
 
+def _local_host(node: Node) -> str:
+    """Where a local device's TVM rpc_server listens: loopback unless `allow_remote: true`, since
+    the server has no authentication and runs whatever code reaches it."""
+    host, allow_remote = node.get("host", str, "127.0.0.1"), node.get("allow_remote", bool, False)
+    try:
+        loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:  # a host name: it may resolve to any interface
+        loopback = False
+    if not loopback and not allow_remote:
+        raise node.error("host", f"host '{host}' is not a loopback address: TVM's RPC server has no "
+                                 "authentication, so anyone reaching it could run code on this machine",
+                         "use host: 127.0.0.1, or add `allow_remote: true` if only trusted machines "
+                         "can reach it")
+    return host
+
+
 def _transport(node: Node) -> TransportSpec:
     kind = node.choice("kind", TRANSPORTS, required=True)
     opts: dict[str, Any] = {}
     if kind == "local":
-        opts["host"] = node.get("host", str, "127.0.0.1")
+        opts["host"] = _local_host(node)
     elif kind == "tracker":
         opts["host"] = node.get("host", str, required=True)
         opts["port"] = _port(node, "port", required=True)
@@ -162,8 +181,11 @@ def _transport(node: Node) -> TransportSpec:
 def _device(src: Source, index: int, data: Any) -> Device:
     node = Node(src, ("devices", index), data, f"device #{index + 1}")
     name = node.get("name", str, required=True)
-    if not _NAME.match(name):
-        raise node.error("name", f"device name '{name}' has characters other than letters, digits, "
+    if len(name) > MAX_NAME:
+        raise node.error("name", f"device name '{name[:20]}...' is {len(name)} characters long",
+                         f"use at most {MAX_NAME}")
+    if not _NAME.fullmatch(name):
+        raise node.error("name", f"device name {name!r} has characters other than letters, digits, "
                                  "'.', '_' and '-'", "rename it")
     node.what = f"device '{name}'"
     target = _target(node.child("target", f"target of '{name}'", required=True))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import sys
 from typing import Any
 
 from farm.config.yamlsrc import Source
@@ -48,6 +49,8 @@ class Node:
             raise self.error(key, f"'{key}' must be {_TYPE_NAMES.get(typ, typ.__name__)}, "
                                   f"not {_kind(value)} ({value!r})",
                              f"write {key}: <{_TYPE_NAMES.get(typ, typ.__name__)}>")
+        if typ is float and not -sys.float_info.max <= value <= sys.float_info.max:  # nan, inf, 1e400
+            raise self.error(key, f"'{key}' is {value}, not a finite number", f"write {key}: <a number>")
         return float(value) if typ is float else value
 
     def choice(self, key: str, choices: list[str], default: str | None = None, *,

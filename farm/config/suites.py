@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
@@ -10,7 +11,10 @@ from farm.config.yamlsrc import load_yaml
 from farm.errors import ConfigError
 
 FP32_CHECK = "latency-fp32"  # the float32 baseline's latency check
-DTYPES = ["float32", "float16", "uint8", "int8", "int32", "int64"]
+DTYPE_BYTES = {"float32": 4, "float16": 2, "uint8": 1, "int8": 1, "int32": 4, "int64": 8}
+MAX_INPUT_SETS = 10_000
+MAX_INPUT_BYTES = 1 << 30  # all input sets of a suite together, checked before any is made
+MAX_TIMEOUT = 7 * 24 * 3600.0  # a week: more is a typo, and overflows the clocks waiting on it
 
 
 @dataclass(frozen=True)
@@ -110,17 +114,32 @@ def _inputs(node: Node | None) -> InputSpec:
     shape = node.int_list("shape")
     spec = InputSpec(
         seed=node.number("seed", int, 0, lo=0),
-        count=node.number("count", int, 1, lo=1),
+        count=node.number("count", int, 1, lo=1, hi=MAX_INPUT_SETS),
         shape=tuple(shape) if shape else None,
-        dtype=node.choice("dtype", DTYPES),
+        dtype=node.choice("dtype", list(DTYPE_BYTES)),
         low=node.get("low", float, -1.0),
         high=node.get("high", float, 1.0),
     )
     if spec.low >= spec.high:
         raise node.error("high", f"'high' ({spec.high}) must be above 'low' ({spec.low})",
                          "fix the input range")
+    _check_input_bytes(node, spec)
     node.done()
     return spec
+
+
+def _check_input_bytes(node: Node, spec: InputSpec) -> None:
+    """The input sets of a given shape must fit in MAX_INPUT_BYTES; without `dtype:` the model's
+    dtype is not known yet, so the widest is assumed."""
+    if spec.shape is None:
+        return
+    item = DTYPE_BYTES[spec.dtype] if spec.dtype else max(DTYPE_BYTES.values())
+    if spec.count * math.prod(spec.shape) * item > MAX_INPUT_BYTES:
+        limit = f"{MAX_INPUT_BYTES / 2**30:g} GiB"
+        widest = "" if spec.dtype else ", the widest dtype's, as none is given"
+        raise node.error("shape", f"{spec.count} input set(s) of shape {list(spec.shape)} take more than "
+                                  f"{limit} ({item} bytes an element{widest})",
+                         f"use a smaller 'shape' or 'count': all inputs together must fit in {limit}")
 
 
 def _correctness(node: Node | None) -> CorrectnessSpec:
@@ -155,7 +174,7 @@ def read_timeouts(node: Node | None) -> dict[str, float]:
     """The `timeouts:` mapping of a suite or a device: only the keys given."""
     if node is None:
         return {}
-    out = {k: node.number(k, float, lo=0.1) for k in TIMEOUT_KEYS if node.has(k)}
+    out = {k: node.number(k, float, lo=0.1, hi=MAX_TIMEOUT) for k in TIMEOUT_KEYS if node.has(k)}
     for k in TIMEOUT_KEYS:
         node.get(k, float)  # mark as known for done()
     node.done()

@@ -3,6 +3,7 @@ as each check finishes so an interrupted run loses nothing it had measured."""
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import secrets
@@ -12,6 +13,8 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
+
+from farm.errors import FarmError
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
@@ -83,12 +86,80 @@ def git_commit(cwd: Path | None = None) -> str | None:
         return None
 
 
+_REPLACE = "move it aside (farm then starts an empty one) or restore it from a backup"
+_WRITABLE = "make {dir} and the file writable for you, or point FARM_DB at a copy in a writable directory"
+# SQLite's primary result codes that are about the database file, not about farm's SQL
+_FILE_PROBLEMS = {
+    sqlite3.SQLITE_CORRUPT: ("is corrupt or truncated", _REPLACE),
+    sqlite3.SQLITE_NOTADB: ("is not an SQLite database", _REPLACE),
+    sqlite3.SQLITE_READONLY: ("cannot be written: the file or its directory is read-only", _WRITABLE),
+    sqlite3.SQLITE_CANTOPEN: ("cannot be opened", _WRITABLE),
+    sqlite3.SQLITE_PERM: ("cannot be opened: permission denied", _WRITABLE),
+    sqlite3.SQLITE_IOERR: ("cannot be read or written (I/O error)", "check the disk, then run again"),
+    sqlite3.SQLITE_FULL: ("cannot grow: the disk is full", "free some space, then run again"),
+    sqlite3.SQLITE_BUSY: ("stayed locked by another process for 30 s", "wait for the other farm command"),
+}
+
+
+def _file_error(path: Path, e: sqlite3.Error) -> Exception:
+    """A FarmError naming the file for SQLite's errors about the file itself; any other error
+    (farm's own SQL) is returned unchanged."""
+    problem = _FILE_PROBLEMS.get((getattr(e, "sqlite_errorcode", None) or 0) & 0xFF)
+    if problem is None:
+        return e
+    what, todo = problem
+    return FarmError(f"the results database {what} ({e})", todo.format(dir=path.parent), file=str(path))
+
+
+def _guarded(method):
+    """A cursor method that raises the file's problems as `_file_error`s."""
+
+    @functools.wraps(method)
+    def call(cursor: sqlite3.Cursor, *args, **kwargs):
+        try:
+            return method(cursor, *args, **kwargs)
+        except sqlite3.Error as e:
+            raise _file_error(cursor.connection.path, e) from None
+
+    return call
+
+
+class _Cursor(sqlite3.Cursor):
+    execute, executescript = _guarded(sqlite3.Cursor.execute), _guarded(sqlite3.Cursor.executescript)
+    fetchone, fetchall = _guarded(sqlite3.Cursor.fetchone), _guarded(sqlite3.Cursor.fetchall)
+    fetchmany, __next__ = _guarded(sqlite3.Cursor.fetchmany), _guarded(sqlite3.Cursor.__next__)
+
+
+class _Connection(sqlite3.Connection):
+    """A connection whose every query, including those other modules run on `Store.db`, reports
+    a corrupt, unreadable or unwritable file as one FarmError line rather than a traceback."""
+
+    def __init__(self, path: str, **kwargs):
+        super().__init__(path, **kwargs)
+        self.path = Path(path)
+
+    def cursor(self, factory=_Cursor) -> sqlite3.Cursor:
+        return super().cursor(factory)
+
+    def execute(self, sql: str, parameters=()) -> sqlite3.Cursor:
+        return self.cursor().execute(sql, parameters)
+
+    def executescript(self, script: str) -> sqlite3.Cursor:
+        return self.cursor().executescript(script)
+
+
 class Store:
     def __init__(self, path: Path):
-        path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
-        # a 30 s busy timeout and WAL let two farm runs share one database
-        self.db = sqlite3.connect(str(path), timeout=30.0, isolation_level=None)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            # a 30 s busy timeout and WAL let two farm runs share one database
+            self.db = sqlite3.connect(str(path), timeout=30.0, isolation_level=None, factory=_Connection)
+        except OSError as e:
+            raise FarmError(f"cannot create the data directory {path.parent} ({e.strerror})",
+                            "create it, or point --data-dir / FARM_DB at a writable place", file=str(path)) from None
+        except sqlite3.Error as e:
+            raise _file_error(path, e) from None
         self.db.row_factory = sqlite3.Row
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.executescript(SCHEMA)
@@ -144,10 +215,15 @@ class Store:
         if run_id is None:
             row = self.db.execute("SELECT * FROM runs ORDER BY started DESC LIMIT 1").fetchone()
         else:
-            rows = self.db.execute("SELECT * FROM runs WHERE id LIKE ? ORDER BY started DESC",
-                                   (run_id + "%",)).fetchall()
+            rows = self.runs_with_prefix(run_id)
             row = rows[0] if len(rows) == 1 else None
         return dict(row) if row else None
+
+    def runs_with_prefix(self, prefix: str) -> list[sqlite3.Row]:
+        """Runs whose id starts with `prefix`, taken literally (LIKE would read % and _ as
+        wildcards), newest first."""
+        return self.db.execute("SELECT * FROM runs WHERE substr(id, 1, ?) = ? ORDER BY started DESC",
+                               (len(prefix), prefix)).fetchall()
 
     def results(self, run_id: str) -> list[CheckResult]:
         rows = self.db.execute("SELECT * FROM results WHERE run_id = ? ORDER BY rowid",
