@@ -27,6 +27,12 @@ def test_run_id_prefix_is_literal(tmp_path):
         assert store.run("2026%78b4") is None  # LIKE wildcards matched this run
         assert store.run("2026010_-120000-1") is None
         assert store.run("%") is None and store.run("2026") is None  # two runs: not unique
+        from farm.errors import FarmError
+        from farm.report.history import resolve_run  # farm report / compare name runs this way
+
+        assert resolve_run(store, "20260101")["id"] == "20260101-120000-78b4"
+        with pytest.raises(FarmError, match="no run or git commit '2026%78b4'"):
+            resolve_run(store, "2026%78b4")
     finally:
         store.close()
 

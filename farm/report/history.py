@@ -39,8 +39,7 @@ def resolve_run(store: Store, spec: str, now: float | None = None) -> dict[str, 
             raise FarmError(f"no '{spec}' run in {store.path} ({len(_finished(store))} finished runs)",
                             "run `farm matrix` or `farm run` first, or name a run id")
         return runs[index]
-    by_id = store.db.execute("SELECT * FROM runs WHERE id LIKE ? ORDER BY started DESC",
-                             (spec + "%",)).fetchall()
+    by_id = store.runs_with_prefix(spec)
     if len(by_id) == 1:
         return dict(by_id[0])
     if len(by_id) > 1:
