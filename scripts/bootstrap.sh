@@ -11,6 +11,7 @@ VENV="$ROOT/.venv"
 APT_PACKAGES=(qemu-user-static gcc-aarch64-linux-gnu binutils-aarch64-linux-gnu libc6-dev-arm64-cross
               clang lld llvm-14
               openssh-server openssh-client
+              e2fsprogs  # chattr: the read-only data dir test as root
               chromium)  # headless screenshot test of the HTML report
 
 missing=()
