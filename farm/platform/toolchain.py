@@ -135,7 +135,6 @@ def _emulate(cc: str, emulator: str, cpu: str, _stamp: tuple) -> StepFailure | N
                                   f"running a program under {Path(emulator).name} -cpu {cpu}", expect=PROBE_OK)
 
 
-
 # Spellings of an architecture that LLVM's triple parser takes besides its targets' own names.
 _ARCH_ALIASES = {"amd64": "x86_64", "x86-64": "x86_64", "arm64": "aarch64", "i486": "i386",
                  "i586": "i386", "i686": "i386"}
