@@ -44,17 +44,18 @@ class FarmSession:
     """This process's view: the (suite, device) pairs, and each pair's results once it has run."""
 
     def __init__(self, config: pytest.Config):
-        from farm.cli import _default
         from farm.config.devices import load_devices
-        from farm.config.suites import find_suite, load_suite
+        from farm.config.paths import default_path
+        from farm.config.suites import find_suite
+        from farm.models.registry import checked_suite
 
         self.data_dir = config.getoption("farm_data_dir") or Path(os.environ.get("FARM_HOME", ".farm"))
-        registry = load_devices(config.getoption("farm_devices") or _default("devices.yaml"))
+        registry = load_devices(config.getoption("farm_devices") or default_path("devices.yaml"))
         wanted = config.getoption("farm_device")
         only = {d.name for d in registry.select(wanted)} if wanted else None
         self.pairs = []
         for name in config.getoption("farm_suite"):
-            suite = load_suite(find_suite(name, _default("suites")))
+            suite = checked_suite(find_suite(name, default_path("suites")))
             devices = [d for d in registry.select(list(suite.devices)) if only is None or d.name in only]
             self.pairs.append((suite, devices))
         self.run_id: str | None = None

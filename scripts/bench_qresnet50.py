@@ -58,7 +58,7 @@ def count_macs(path: Path) -> int:
 def floors(macs: int, requires: set[str] | None = None) -> dict[str, float]:
     """Physical floor in ms per core for the host's instruction sets at its clock (limited to
     `requires` when the device names the instruction sets it builds for)."""
-    from farm.compile.host import host_info
+    from farm.platform.host import host_info
 
     f = host_info().features
     if requires:  # e.g. x86-avx2 on an AVX512 host: the device's instruction sets, not the host's
@@ -155,8 +155,8 @@ def main() -> int:
     if a.worker:
         print(json.dumps(worker(a.model, a.device, a.worker, a.rounds, a.data)))
         return 0
-    from farm.compile.host import host_info
     from farm.models.registry import build_builtin
+    from farm.platform.host import host_info
 
     cores = os.cpu_count() or 1
     counts = sorted({cores if t == "all" else int(t) for t in a.threads.split(",")})

@@ -10,7 +10,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from farm.transports.procs import Child
+from farm.platform.procs import Child
 
 SSHD = "/usr/sbin/sshd"
 PRIVSEP_DIR = Path("/run/sshd")  # sshd refuses to start without it (the Debian unit makes it)

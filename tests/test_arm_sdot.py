@@ -19,9 +19,9 @@ from farm.compile.schedules import Choice, Plan, target_features
 from farm.compile.schedules.arm import SDOT_4x4, USDOT_4x4
 from farm.compile.schedules.conv import ConvShape, shift_correction
 from farm.compile.schedules.kernel import build, conv_module, reference_conv
-from farm.compile.targets import export_fn, make_target
 from farm.config.suites import InputSpec
 from farm.models.reference import make_inputs, model_inputs
+from farm.platform.targets import export_fn, make_target
 from farm.provision import arm64
 from farm.transports.embedded import Farm
 from tests.conftest import run_lib

@@ -95,7 +95,7 @@ def test_missing_file_is_a_config_error(tmp_path, capsys):
 
 
 def test_unknown_cpu_is_rejected_at_compile_time(write):
-    from farm.compile.targets import make_target
+    from farm.platform.targets import make_target
 
     reg = load_devices(write("devices.yaml", "devices:\n  - name: a\n    target: {family: x86, mcpu: pentium9}\n"))
     with pytest.raises(ConfigError, match="mcpu 'pentium9' of 'a' is not a CPU LLVM knows"):

@@ -32,7 +32,6 @@ def test_suite_fields(write):
 
 
 @pytest.mark.parametrize("text, line, fragment", [
-    ("model: {builtin: nope}\n", 1, "unknown builtin model 'nope'"),
     ("model: {builtin: tinyconv, path: x.onnx}\n", 1, "exactly one of"),
     ("model: {builtin: tinyconv}\ncorrectness: {min_exact: 2}\n", 2, "'min_exact' is 2.0, out of range"),
     ("model: {builtin: tinyconv}\ninputs:\n  shape: [1, -3]\n", 3, "positive integers"),
@@ -44,6 +43,14 @@ def test_suite_fields(write):
 ])
 def test_suite_errors(write, text, line, fragment):
     assert_config_error(load_suite, write("s.yaml", text), line, fragment)
+
+
+def test_unknown_builtin_is_reported_at_its_line(write, capsys):
+    """config reads the name, the models stage knows the builders: the error still points at the line."""
+    path = write("s.yaml", "name: s\nmodel: {builtin: nope}\n")
+    assert main(["run", "--suite", str(path), "--devices", str(REPO / "devices.yaml")]) == 2
+    err = capsys.readouterr().err
+    assert f"{path}:2: unknown builtin model 'nope'" in err and "tinyconv" in err
 
 
 def test_unknown_suite_name_lists_known_ones(capsys):

@@ -12,7 +12,7 @@ import numpy as np
 import psutil
 
 from farm.cli import main
-from farm.compile.host import host_info
+from farm.platform.host import host_info
 from farm.results.store import Store
 from tests.conftest import HOST_ONLY, REPO
 

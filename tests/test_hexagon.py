@@ -12,10 +12,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from farm.compile.hexagon import ASM_NAME, EXE_NAME, META_NAME, build_executable
+from farm.compile.hexagon import build_executable
 from farm.compile.hexagon.plan import PlanError, make_plan
 from farm.compile.hexagon.vrmpy import pack_weight
 from farm.errors import FarmError
+from farm.platform.artifacts import ASM_NAME, EXE_NAME, META_NAME
 from farm.transports.hexagon_sim import HexagonModel, Simulator, _sdk_figures, choose_simulator, find_sdk_sim
 
 TAG = "qcom/hexagon-v68"

@@ -11,11 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from farm.cli import REPO
 from farm.config.devices import load_devices
+from farm.config.paths import REPO
 from farm.errors import ConfigError
-from farm.matrix import _record_lost, load_matrix
 from farm.results.store import Store
+from farm.run.matrix import _record_lost, load_matrix
 
 SUITES = REPO / "suites"
 

@@ -8,7 +8,7 @@ import subprocess
 import sys
 import time
 
-from farm.cli import REPO
+from farm.config.paths import REPO
 from tests.history_helpers import correctness, latency, write_run
 
 DEVICES = """devices:

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from farm.cli import REPO
 from farm.config.devices import load_devices
+from farm.config.paths import REPO
 from farm.results.store import Store
 from farm.transports.local import missing_features
 

@@ -9,8 +9,8 @@ import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from farm.compile.int8.qoperator import has_qoperators, qoperator_to_qdq
 from farm.errors import FarmError
+from farm.models.qoperator import has_qoperators, qoperator_to_qdq
 from farm.models.registry import build_builtin
 
 

@@ -10,11 +10,11 @@ import subprocess
 import numpy as np
 import pytest
 
-from farm.compile.host import host_info
 from farm.compile.schedules import Choice, Plan, target_features
 from farm.compile.schedules.kernel import build, conv_module, reference_conv
 from farm.compile.schedules.records import load_choices, record_path, save_choices
 from farm.errors import FarmError
+from farm.platform.host import host_info
 
 HAS_VNNI = "avx512_vnni" in host_info().features
 # (in channels, out channels, size, kernel, stride, padding): odd channel counts, strides, padding
@@ -150,7 +150,7 @@ def test_tuned_records_roundtrip_and_corrupt_file(tmp_path):
 
 def test_candidates_start_with_the_default_and_fit_the_shape():
     from farm.compile.schedules.conv import ConvShape
-    from farm.compile.schedules.tune import candidates
+    from farm.run.tune import candidates
 
     feats = target_features(_target("haswell"))
     shape = ConvShape(1, 64, 14, 14, 48, 3, 3, 14, 14, (1, 1), "float32", "float32", "float32")
@@ -171,9 +171,9 @@ def test_tune_measures_the_built_kernels_on_the_device_and_resumes(tmp_path, reg
     from farm.compile.build import import_onnx
     from farm.compile.int8.lower import lower_int8
     from farm.compile.schedules import apply_schedules
-    from farm.compile.schedules.tune import tune
-    from farm.compile.targets import make_target, target_dict
     from farm.models.registry import build_builtin
+    from farm.platform.targets import make_target, target_dict
+    from farm.run.tune import tune
 
     model = build_builtin("tinyconv", tmp_path / "models").path
     device = registry.get("host")

@@ -15,10 +15,10 @@ from pathlib import Path
 import pytest
 
 from farm.cli import main
-from farm.compile.host import host_info
 from farm.config.devices import load_devices
 from farm.config.suites import find_suite, load_suite
 from farm.errors import ConfigError
+from farm.platform.host import host_info
 from farm.results.store import Store, default_db
 from farm.run.runner import RunOptions, run
 from farm.transports.local import ISA_FEATURES

@@ -7,7 +7,7 @@ import os
 import subprocess
 import sys
 
-from farm.cli import REPO
+from farm.config.paths import REPO
 from farm.results.store import Store
 from tests.history_helpers import write_run
 

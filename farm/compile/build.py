@@ -11,14 +11,15 @@ from typing import Any
 
 from farm.compile import hexagon
 from farm.compile.cache import Cache, cache_key
-from farm.compile.int8.qoperator import has_qoperators, qoperator_to_qdq
 from farm.compile.schedules.records import load_choices, record_path
-from farm.compile.targets import export_fn, make_target, target_dict
 from farm.config.devices import Device
 from farm.errors import FarmError, error_line
+from farm.models.qoperator import has_qoperators, qoperator_to_qdq
 from farm.models.reference import model_inputs
 from farm.models.registry import load_onnx
 from farm.models.tflite import is_tflite
+from farm.platform.artifacts import ASM_NAME, EXE_NAME
+from farm.platform.targets import export_fn, make_target, target_dict
 from farm.platform.toolchain import first_error_line, linker
 
 LIB_NAME = "model.so"
@@ -100,7 +101,7 @@ def _build(model_path: Path, device: Device, out: Path, tuned: dict) -> dict[str
     if device.target.family == "hexagon":  # no TVM runtime on the DSP: a static executable
         _step(model_path, device, "building the Hexagon executable",
               lambda: hexagon.build_executable(mod, device.target.tag, out))
-        return build_report(ops, out / hexagon.ASM_NAME, device.target.family, reasons)
+        return build_report(ops, out / ASM_NAME, device.target.family, reasons)
     mod, schedule, schedules = apply_schedules(mod, target, tuned)
     pipeline = tvm.transform.Sequential([relax.get_pipeline("zero"), schedule,
                                          relax.get_pipeline("default_build")])
@@ -155,5 +156,5 @@ def compile_model(model_path: Path, device: Device, cache_root: Path) -> Artifac
         cached = False
     else:
         cached = True
-    lib = hexagon.EXE_NAME if hexagon_exe else LIB_NAME
+    lib = EXE_NAME if hexagon_exe else LIB_NAME
     return Artifact(Path(meta["dir"]) / lib, key, target, meta["compile_seconds"], cached, meta)

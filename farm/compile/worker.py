@@ -15,7 +15,7 @@ from pathlib import Path
 from farm.compile.build import Artifact, CompileError, compile_model
 from farm.config.devices import Device
 from farm.errors import FarmError
-from farm.transports.procs import Child, python_module
+from farm.platform.procs import Child, python_module
 
 
 def compile_isolated(model_path: Path, device: Device, cache_root: Path, timeout: float,

@@ -23,6 +23,8 @@ class ModelSpec:
 
     builtin: str | None = None
     path: Path | None = None
+    # file and line of `builtin:`, for the models stage, which alone knows the builders' names
+    origin: tuple[str, int] | None = field(default=None, compare=False)
 
     def describe(self) -> str:
         return self.builtin or str(self.path)
@@ -94,18 +96,14 @@ class Suite:
 
 
 def _model(node: Node, base: Path) -> ModelSpec:
-    from farm.models.registry import BUILTINS  # the builders own the list of names
-
     builtin = node.get("builtin", str)
     path = node.get("path", str)
     node.done()
     if bool(builtin) == bool(path):
         raise node.error(None, "a model needs exactly one of 'builtin' or 'path'",
-                         f"write `builtin: <{'|'.join(BUILTINS)}>` or `path: FILE.onnx`")
-    if builtin and builtin not in BUILTINS:
-        raise node.error("builtin", f"unknown builtin model '{builtin}'",
-                         f"use one of {', '.join(BUILTINS)}, or `path:` for an ONNX file")
-    return ModelSpec(builtin=builtin, path=(base / path) if path else None)
+                         "write `builtin: NAME` (a model farm builds) or `path: FILE.onnx`")
+    origin = (node.src.file, node.src.line(node.path + ("builtin",))) if builtin else None
+    return ModelSpec(builtin=builtin, path=(base / path) if path else None, origin=origin)
 
 
 def _inputs(node: Node | None) -> InputSpec:

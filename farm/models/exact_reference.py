@@ -132,7 +132,7 @@ def run_exact(model: onnx.ModelProto, feed: dict[str, np.ndarray]) -> list[np.nd
 def exact_outputs(model: onnx.ModelProto, feeds: list[dict[str, np.ndarray]]) -> list | None:
     """Exact-semantics outputs for every input set, or None when the model has an op (or an
     attribute) this interpreter does not cover."""
-    from farm.compile.int8.qoperator import has_qoperators, qoperator_to_qdq
+    from farm.models.qoperator import has_qoperators, qoperator_to_qdq
 
     try:
         if has_qoperators(model):

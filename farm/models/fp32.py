@@ -13,8 +13,8 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from farm.compile.int8.qoperator import has_qoperators, qoperator_to_qdq
 from farm.errors import FarmError, error_line
+from farm.models.qoperator import has_qoperators, qoperator_to_qdq
 from farm.models.registry import ModelFiles, load_onnx, write_atomic
 from farm.models.tflite import is_tflite
 

@@ -10,9 +10,9 @@ import onnx
 import onnx.numpy_helper
 import onnxruntime as ort
 
-from farm.compile.int8.qoperator import has_qoperators, qoperator_to_qdq
 from farm.config.suites import InputSpec
 from farm.errors import FarmError, error_line
+from farm.models.qoperator import has_qoperators, qoperator_to_qdq
 
 _ONNX_DTYPES = {onnx.TensorProto.FLOAT: "float32", onnx.TensorProto.FLOAT16: "float16",
                 onnx.TensorProto.UINT8: "uint8", onnx.TensorProto.INT8: "int8",

@@ -12,7 +12,8 @@ from pathlib import Path
 
 import onnx
 
-from farm.errors import FarmError, error_line
+from farm.config.suites import ModelSpec, Suite, load_suite
+from farm.errors import ConfigError, FarmError, error_line
 from farm.models import builders, quantize, tflite_builders, tflite_writer
 from farm.models.reference import TensorInfo, model_inputs
 from farm.models.tflite import is_tflite, tflite_inputs
@@ -56,6 +57,26 @@ def _recipe_hash(name: str) -> str:
         h.update(inspect.getsource(mod).encode())
     h.update(f"{name}|{onnx.__version__}|{onnxruntime.__version__}".encode())
     return h.hexdigest()[:16]
+
+
+def check_model(model: ModelSpec) -> None:
+    """A suite's `builtin:` names one of BUILTINS (config reads the name; the builders own the list)."""
+    if model.builtin and model.builtin not in BUILTINS:
+        file, line = model.origin or (None, None)
+        raise ConfigError(f"unknown builtin model '{model.builtin}'",
+                          f"use one of {', '.join(BUILTINS)}, or `path:` for an ONNX file", file=file, line=line)
+
+
+def reference_name(model: ModelSpec) -> str:
+    tflite = BUILTINS[model.builtin].tflite if model.builtin else is_tflite(model.path)
+    return "LiteRT (reference kernels)" if tflite else "ONNX Runtime"
+
+
+def checked_suite(path: Path) -> Suite:
+    """load_suite, with its model's builtin name checked too: what every face of farm loads."""
+    suite = load_suite(path)
+    check_model(suite.model)
+    return suite
 
 
 def build_builtin(name: str, cache_dir: Path) -> ModelFiles:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from farm.config.suites import InputSpec, ModelSpec
+from farm.config.suites import InputSpec
 from farm.errors import FarmError, error_line
 from farm.models.reference import TensorInfo, make_inputs
 
@@ -117,10 +117,3 @@ def with_litert_optimized(vs_ref: dict, vs_optimized: dict) -> dict:
     optimized kernels beside them."""
     return {**vs_ref, "reference": f"LiteRT (optimized kernels {vs_optimized['exact']:.2%})",
             "exact_litert_optimized": vs_optimized["exact"]}
-
-
-def reference_name(model: ModelSpec) -> str:
-    from farm.models.registry import BUILTINS
-
-    tflite = BUILTINS[model.builtin].tflite if model.builtin else is_tflite(model.path)
-    return "LiteRT (reference kernels)" if tflite else "ONNX Runtime"

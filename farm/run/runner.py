@@ -13,7 +13,6 @@ from pathlib import Path
 import numpy as np
 
 from farm.compile.build import Artifact, check_importable
-from farm.compile.host import INTERESTING, host_info
 from farm.compile.worker import compile_isolated
 from farm.config.devices import Device
 from farm.config.suites import Suite, Timeouts
@@ -21,8 +20,9 @@ from farm.errors import FarmError
 from farm.models.exact_reference import exact_outputs, with_exact_semantics
 from farm.models.fp32 import fp32_model
 from farm.models.reference import make_inputs, model_inputs, output_steps, run_reference
-from farm.models.registry import ModelFiles, build_builtin, load_onnx
-from farm.models.tflite import is_tflite, litert_reference, reference_name, with_litert_optimized
+from farm.models.registry import ModelFiles, build_builtin, load_onnx, reference_name
+from farm.models.tflite import is_tflite, litert_reference, with_litert_optimized
+from farm.platform.host import INTERESTING, host_info
 from farm.results.store import CheckResult, Store, default_db, new_run_id
 from farm.run import baseline
 from farm.run.metrics import LatencyStats, compare, judge

@@ -10,9 +10,9 @@ import time
 from pathlib import Path
 
 from farm.config.devices import Device
+from farm.platform.procs import Child, free_port, kill_group, python_module
 from farm.transports import make_transport
 from farm.transports.base import DeviceFailure, FarmContext, Transport
-from farm.transports.procs import Child, free_port, kill_group, python_module
 from farm.transports.rpc import tracker_summary
 
 TRACKER_START_TIMEOUT = 60.0

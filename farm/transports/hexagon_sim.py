@@ -21,10 +21,10 @@ from pathlib import Path
 
 import numpy as np
 
-from farm.compile.hexagon import META_NAME, SDK_EXE_NAME
 from farm.config.suites import LatencySpec
 from farm.errors import FarmError
 from farm.platform import hexagon_toolchain as toolchain
+from farm.platform.artifacts import META_NAME, SDK_EXE_NAME
 from farm.platform.toolchain import PROBE_OK, StepFailure, run_step, tools_stamp
 from farm.transports.base import (
     Availability,

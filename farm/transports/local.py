@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from farm.compile.host import host_info
+from farm.platform.host import host_info
+from farm.platform.procs import python_module
 from farm.transports.base import Availability
-from farm.transports.procs import python_module
 from farm.transports.rpc import LocalServerTransport, free_servers
 
 # LLVM target features that, when the target has them and this CPU does not, make code SIGILL.
@@ -23,7 +23,7 @@ def needed_features(device) -> set[str]:
         import tvm
         from tvm.target import codegen
 
-        from farm.compile.targets import target_dict
+        from farm.platform.targets import target_dict
 
         feats = codegen.llvm_get_cpu_features(tvm.target.Target(target_dict(device)))
         need |= {ISA_FEATURES[f] for f in feats if f in ISA_FEATURES}

@@ -48,7 +48,7 @@ def target_features(device) -> set[str]:
     import tvm
     from tvm.target import codegen
 
-    from farm.compile.targets import target_dict
+    from farm.platform.targets import target_dict
 
     return set(codegen.llvm_get_cpu_features(tvm.target.Target(target_dict(device)))) & set(HWCAPS)
 

@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 
 from farm.config.suites import LatencySpec
+from farm.platform.procs import Child, free_port
 from farm.transports.base import DeviceFailure, DeviceSession, DeviceTimeout, LoadedModel, Transport
-from farm.transports.procs import Child, free_port
 
 
 def tracker_summary(addr: tuple[str, int], timeout: float = 5.0) -> dict:

@@ -18,11 +18,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from farm.compile.host import parse_cpuinfo
-from farm.compile.targets import target_dict
+from farm.platform.host import parse_cpuinfo
+from farm.platform.procs import Child, python_module
+from farm.platform.targets import target_dict
 from farm.transports.base import Availability, DeviceFailure, DeviceTimeout
 from farm.transports.local import needed_features
-from farm.transports.procs import Child, python_module
 from farm.transports.rpc import RPCTransport, wait_registered
 from farm.transports.sshlink import BoardRefused, Endpoint, connect, run
 from farm.transports.sshpush import push

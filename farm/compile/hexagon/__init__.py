@@ -18,11 +18,8 @@ from farm.compile.hexagon.tvm_adapt import build_kernels, kernel_target_dict
 from farm.compile.hexagon.vrmpy import use_vrmpy
 from farm.errors import FarmError
 from farm.platform import hexagon_toolchain as toolchain
+from farm.platform.artifacts import ASM_NAME, EXE_NAME, META_NAME, SDK_EXE_NAME
 
-EXE_NAME = "model.elf"  # Linux user-mode system calls: qemu-hexagon
-SDK_EXE_NAME = "model-sdk.elf"  # the same kernels and plan with semihosting calls: hexagon-sim
-ASM_NAME = "model.s"
-META_NAME = "model.json"
 _RUNTIME = Path(__file__).parent / "runtime.c"
 _BLOB = "farm_weights"
 

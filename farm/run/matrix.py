@@ -23,9 +23,10 @@ from pathlib import Path
 
 from farm.config.devices import Device, Registry
 from farm.config.schema import Node
-from farm.config.suites import Suite, find_suite, load_suite
+from farm.config.suites import Suite, find_suite
 from farm.config.yamlsrc import load_yaml
 from farm.errors import ConfigError, FarmError
+from farm.models.registry import checked_suite
 from farm.results.store import CheckResult, Store, default_db, new_run_id
 
 
@@ -61,7 +62,7 @@ def load_matrix(path: str | Path, registry: Registry, suites_dir: Path) -> Matri
         suite_name = node.get("suite", str, required=True)
         here = Path(path).resolve().parent  # suites beside the matrix file win
         try:
-            suite = load_suite(find_suite(suite_name, here if (here / f"{suite_name}.yaml").exists()
+            suite = checked_suite(find_suite(suite_name, here if (here / f"{suite_name}.yaml").exists()
                                           else suites_dir))
         except ConfigError as e:
             if e.file and e.file != src.file and e.line:  # a problem inside the suite file itself
@@ -90,8 +91,8 @@ class MatrixOutcome:
 
 def _worker(run_id: str, device: Device, suites: list[Suite], data_dir: Path) -> None:
     """One device's share of the matrix, in its own process, which exits when the farm does."""
+    from farm.platform.procs import exit_with_parent
     from farm.run.runner import RunOptions, run
-    from farm.transports.procs import exit_with_parent
 
     exit_with_parent()
     signal.signal(signal.SIGINT, signal.default_int_handler)  # see farm.cli.main

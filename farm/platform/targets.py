@@ -6,9 +6,9 @@ import shutil
 from collections.abc import Callable
 from typing import Any
 
-from farm.compile.host import host_info
 from farm.config.devices import Device
 from farm.errors import ConfigError, error_line
+from farm.platform.host import host_info
 from farm.platform.toolchain import APT_FOR, CROSS_CC, triple_problem
 
 _DEFAULT_TRIPLE = {"arm": "aarch64-linux-gnu"}

@@ -11,16 +11,9 @@ import signal
 import sys
 from pathlib import Path
 
+from farm.cli.report import add_parsers
+from farm.config.paths import default_path
 from farm.errors import FarmError
-from farm.report.commands import add_parsers
-
-REPO = Path(__file__).resolve().parent.parent
-
-
-def _default(name: str) -> Path:
-    """./NAME when present, else the one shipped beside the package."""
-    local = Path(name)
-    return local if local.exists() else REPO / name
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -81,11 +74,15 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("root").setLevel(logging.ERROR)  # ORT quantizer's pre-processing advice
     args = _parser().parse_args(argv)
     if args.devices is None:
-        args.devices = _default("devices.yaml")
-    from farm import commands
+        args.devices = default_path("devices.yaml")
+    from farm.cli import commands, report
 
+    table = {"run": commands.cmd_run, "tune": commands.cmd_tune, "devices": commands.cmd_devices,
+             "up": commands.cmd_up, "down": commands.cmd_down, "status": commands.cmd_status,
+             "report": commands.cmd_report, "matrix": report.cmd_matrix, "compare": report.cmd_compare,
+             "history": report.cmd_history}
     try:
-        return getattr(commands, f"cmd_{args.cmd}")(args, " ".join(map(shlex.quote, sys.argv)))
+        return table[args.cmd](args, " ".join(map(shlex.quote, sys.argv)))
     except FarmError as e:
         print(f"farm: {e.format()}", file=sys.stderr)
         return 2
@@ -93,6 +90,3 @@ def main(argv: list[str] | None = None) -> int:
         print("farm: interrupted; results recorded so far are kept", file=sys.stderr)
         return 130
 
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,4 +1,4 @@
-"""`python -m farm.transports.guard PARENT_PID CMD...`: runs CMD in this process group and takes
+"""`python -m farm.platform.guard PARENT_PID CMD...`: runs CMD in this process group and takes
 the whole group down when the farm process dies, however it dies (even SIGKILL).
 
 It polls for the parent instead of using PR_SET_PDEATHSIG: that signal fires when the spawning

@@ -100,7 +100,7 @@ def tune(model_path: Path, device: Device, budget: int, data_dir: Path,
 
     from farm.compile.build import lower_model
     from farm.compile.schedules import target_features
-    from farm.compile.targets import make_target, target_dict
+    from farm.platform.targets import make_target, target_dict
     from farm.transports.embedded import Farm
 
     target = make_target(device)
@@ -147,7 +147,7 @@ def _measure(session, task: Task, choice: Choice, target, feats: TargetFeatures,
              lib: Path) -> float | None:
     """Median ms of the conv with `choice` on the device; None if that choice does not build."""
     from farm.compile.schedules.kernel import build, conv_module, packed_conv_module
-    from farm.compile.targets import export_fn
+    from farm.platform.targets import export_fn
 
     s = task.shape
     rng = np.random.default_rng(0)

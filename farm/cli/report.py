@@ -14,11 +14,11 @@ from farm.results.store import Store, default_db
 
 
 def add_parsers(sub, common: argparse.ArgumentParser) -> None:
-    from farm.cli import _default
+    from farm.config.paths import default_path
 
     matrix = sub.add_parser("matrix", parents=[common],
                             help="run a matrix of suites × devices, one worker process per device")
-    matrix.add_argument("file", nargs="?", type=Path, default=_default("suites") / "nightly.yaml",
+    matrix.add_argument("file", nargs="?", type=Path, default=default_path("suites") / "nightly.yaml",
                         help="matrix file (default: suites/nightly.yaml)")
     matrix.add_argument("--format", choices=["table", "md", "json"], default="table")
 
@@ -46,12 +46,12 @@ def _open(data_dir: Path) -> Store:
 
 
 def cmd_matrix(args: argparse.Namespace, command: str) -> int:
-    from farm.cli import _default
     from farm.config.devices import load_devices
-    from farm.matrix import load_matrix, run_matrix
+    from farm.config.paths import default_path
     from farm.report.table import render
+    from farm.run.matrix import load_matrix, run_matrix
 
-    matrix = load_matrix(args.file, load_devices(args.devices), _default("suites"))
+    matrix = load_matrix(args.file, load_devices(args.devices), default_path("suites"))
     outcome = run_matrix(matrix, args.data_dir, command)
     store = Store(default_db(args.data_dir))
     try:

@@ -8,19 +8,13 @@ from pathlib import Path
 
 from tabulate import tabulate
 
-from farm.cli import _default
-from farm.compile.targets import target_dict
+from farm.cli.report import report_file, report_text, write_output
 from farm.config.devices import Device, Registry, load_devices
-from farm.config.suites import ModelSpec, Suite, find_suite, load_suite
+from farm.config.paths import default_path
+from farm.config.suites import ModelSpec, Suite, find_suite
 from farm.errors import ConfigError, FarmError
-from farm.report.commands import (  # noqa: F401 - the CLI dispatches to cmd_* by name
-    cmd_compare,
-    cmd_history,
-    cmd_matrix,
-    report_file,
-    report_text,
-    write_output,
-)
+from farm.models.registry import checked_suite
+from farm.platform.targets import target_dict
 from farm.report.history import KEYWORDS, resolve_run
 from farm.results.store import Store, default_db
 from farm.run.runner import RunOptions, run, stderr_progress
@@ -32,7 +26,7 @@ from farm.transports.rpc import tracker_summary
 
 
 def _pairs(args, registry: Registry) -> list[tuple[Suite, list[Device]]]:
-    suites: list[Suite] = [load_suite(find_suite(s, _default("suites"))) for s in args.suite]
+    suites: list[Suite] = [checked_suite(find_suite(s, default_path("suites"))) for s in args.suite]
     if args.model:
         if not args.model.exists():
             raise ConfigError(f"model file {args.model} does not exist", "check the path")
@@ -77,7 +71,7 @@ def cmd_run(args: argparse.Namespace, command: str) -> int:
         _resume_plan(args)
     registry = load_devices(args.devices)
     pairs = _pairs(args, registry)
-    plan = {"suite": [str(find_suite(s, _default("suites")).resolve()) for s in args.suite],
+    plan = {"suite": [str(find_suite(s, default_path("suites")).resolve()) for s in args.suite],
             "model": str(args.model.resolve()) if args.model else None,
             "device": args.device, "devices": str(Path(args.devices).resolve())}
     outcome = run(pairs, RunOptions(data_dir=args.data_dir, command=command, plan=plan,
@@ -87,10 +81,10 @@ def cmd_run(args: argparse.Namespace, command: str) -> int:
 
 
 def cmd_tune(args: argparse.Namespace, command: str) -> int:
-    from farm.compile.schedules.tune import tune
     from farm.models.registry import build_builtin
+    from farm.run.tune import tune
 
-    suite = load_suite(find_suite(args.suite, _default("suites")))
+    suite = checked_suite(find_suite(args.suite, default_path("suites")))
     device = load_devices(args.devices).get(args.device)
     model = build_builtin(suite.model.builtin, args.data_dir / "models").path if suite.model.builtin \
         else suite.model.path

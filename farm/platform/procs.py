@@ -1,5 +1,5 @@
 """Child processes the farm starts (tracker, RPC servers, emulators): each in its own process
-group with its output in a log file, killed as a group, and run under farm.transports.guard so
+group with its output in a log file, killed as a group, and run under farm.platform.guard so
 the group dies with the farm, so no orphan survives a crash or Ctrl-C."""
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ class Child:
         self.name, self.argv, self.log = name, argv, log
         log.parent.mkdir(parents=True, exist_ok=True)
         if not detached:
-            argv = [sys.executable, "-m", "farm.transports.guard", str(os.getpid()), *argv]
+            argv = [sys.executable, "-m", "farm.platform.guard", str(os.getpid()), *argv]
         with open(log, "ab") as out:
             self.proc = subprocess.Popen(
                 argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,

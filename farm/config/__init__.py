@@ -1,0 +1,1 @@
+"""devices.yaml and suite files, validated into dataclasses (pure data)."""

@@ -1,0 +1,1 @@
+"""Builtin models, ONNX/TFLite loading and rewrites, and the references they are checked against."""
