@@ -4,7 +4,9 @@ from __future__ import annotations
 
 
 class FarmError(Exception):
-    """A problem the user can fix: printed as one line, exit code 2."""
+    """A problem the user can fix: printed as one line; `farm` exits with exit_code."""
+
+    exit_code = 2  # bad configuration or usage
 
     def __init__(self, what: str, todo: str = "", *, file: str | None = None, line: int | None = None):
         # one line, always: messages from YAML, TVM or ONNX may carry newlines
@@ -21,6 +23,18 @@ class FarmError(Exception):
 
 class ConfigError(FarmError):
     """A devices.yaml or suite file is malformed."""
+
+
+class DeviceFailure(FarmError):
+    """The device (not the model) failed: server gone, session refused, upload broken. Within a run
+    it becomes the check's error of this kind; outside one (`farm up`) a one-line message."""
+
+    kind = "device"
+    exit_code = 1
+
+
+class DeviceTimeout(DeviceFailure):
+    kind = "timeout"
 
 
 def error_line(e: BaseException, width: int = 300) -> str:

@@ -15,10 +15,10 @@ import pytest
 
 from farm.cli import main
 from farm.config.devices import load_devices
-from farm.errors import FarmError
+from farm.errors import DeviceFailure, DeviceTimeout, FarmError
 from farm.provision import arm64
 from farm.results.store import Store, default_db
-from farm.transports.base import DeviceFailure, DeviceTimeout, FarmContext
+from farm.transports.base import FarmContext
 from farm.transports.embedded import Farm
 from farm.transports.qemu import QemuTransport
 

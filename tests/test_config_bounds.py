@@ -107,13 +107,13 @@ def test_remote_local_server_needs_allow_remote(write, host):
     text = DEVICE + f"    transport: {{kind: local, host: '{host}'}}\n"
     assert_config_error(load_devices, write("devices.yaml", text), 4, "no authentication")
     text = DEVICE + f"    transport: {{kind: local, host: '{host}', allow_remote: true}}\n"
-    assert load_devices(write("devices.yaml", text)).devices[0].transport.options["host"] == host
+    assert load_devices(write("devices.yaml", text)).devices[0].transport.options.host == host
 
 
 @pytest.mark.parametrize("host", ["127.0.0.1", "127.0.0.2", "::1", "localhost"])
 def test_loopback_local_server_needs_nothing(write, host):
     text = DEVICE + f"    transport: {{kind: local, host: '{host}'}}\n"
-    assert load_devices(write("devices.yaml", text)).devices[0].transport.options["host"] == host
+    assert load_devices(write("devices.yaml", text)).devices[0].transport.options.host == host
 
 
 def test_allow_remote_is_only_for_local(write):

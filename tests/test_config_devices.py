@@ -6,6 +6,7 @@ import pytest
 
 from farm.cli import main
 from farm.config.devices import load_devices
+from farm.config.transports import TrackerOptions
 from farm.errors import ConfigError
 from tests.conftest import assert_config_error
 
@@ -31,7 +32,7 @@ def test_valid_registry(write):
     a, b = reg.devices
     assert (a.name, a.threads, a.tags, a.transport.kind) == ("a", 2, ("x86", "fast"), "local")
     assert b.target.mattr == ("+neon", "+dotprod") and b.key == "rasp4"
-    assert b.transport.options == {"host": "10.1.2.3", "port": 9190}
+    assert b.transport.options == TrackerOptions(host="10.1.2.3", port=9190)
     assert [d.name for d in reg.select(["fast"])] == ["a"]
     assert [d.name for d in reg.select(["all"])] == ["a", "b"]
 

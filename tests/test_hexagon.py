@@ -232,7 +232,7 @@ def test_toolchain_failure_names_the_step(tmp_path):
 
 
 def test_model_checks_inputs_and_artifact(tmp_path):
-    from farm.transports.base import DeviceFailure
+    from farm.errors import DeviceFailure
     from farm.transports.hexagon_sim import _Session
 
     qemu = Simulator("qemu", "qemu-hexagon-static", "v67")

@@ -126,9 +126,11 @@ def test_matrix_runs_each_device_in_its_own_worker_under_one_run(matrix_run):
     else:
         assert rows[("x86-avx512-vnni", "latency")]["status"] == "skipped"
         assert "avx512_vnni" in rows[("x86-avx512-vnni", "latency")]["reason"]
-    # one farm per worker: each device's tracker and server logs in its own folder
+    # one farm per worker: each device's tracker and server logs in its own folder (a device this
+    # host cannot run starts no tracker: its worker only compiles, logging in its own folder too)
     for device in ("host", "x86-avx512-vnni"):
-        assert (data / "logs" / run_id / device / "tracker.log").exists()
+        log = "tracker.log" if device == "host" or vnni_runs else f"compile-{device}-tinyconv-*-int8.log"
+        assert list((data / "logs" / run_id / device).glob(log))
     assert (data / "logs" / run_id / "host" / "server-host.log").exists()
     # both workers were busy at the same time: their recording intervals overlap
     store = Store(data / "results.db")
@@ -138,7 +140,8 @@ def test_matrix_runs_each_device_in_its_own_worker_under_one_run(matrix_run):
     finally:
         store.close()
     (a0, a1), (b0, b1) = spans
-    assert a0 < b1 and b0 < a1
+    if vnni_runs:  # a compile-only worker may well finish before the other records anything
+        assert a0 < b1 and b0 < a1
 
 
 def test_matrix_run_makes_an_html_report(matrix_run):

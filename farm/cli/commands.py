@@ -12,14 +12,15 @@ from farm.cli.report import report_file, report_text, write_output
 from farm.config.devices import Device, Registry, load_devices
 from farm.config.paths import default_path
 from farm.config.suites import ModelSpec, Suite, find_suite
-from farm.errors import ConfigError, FarmError
+from farm.config.transports import TransportKind
+from farm.errors import ConfigError, DeviceFailure, FarmError
 from farm.models.registry import checked_suite
 from farm.platform.targets import target_dict
 from farm.report.history import KEYWORDS, resolve_run
 from farm.results.store import Store, default_db
 from farm.run.runner import RunOptions, run, stderr_progress
 from farm.transports import make_transport
-from farm.transports.base import DeviceFailure, FarmContext
+from farm.transports.base import FarmContext
 from farm.transports.checks import check_devices
 from farm.transports.embedded import Farm, running_farm, stop_detached, write_state
 from farm.transports.rpc import tracker_summary
@@ -144,7 +145,7 @@ def cmd_up(args: argparse.Namespace, command: str) -> int:
         print("a farm is already up; `farm down` stops it")
         return 0
     registry = load_devices(args.devices)
-    local = [d for d in registry.devices if d.transport.kind == "local"]
+    local = [d for d in registry.devices if d.transport.kind == TransportKind.LOCAL]
     farm = Farm(args.data_dir, args.data_dir / "logs" / "up", local, detached=True)
     try:
         started = []

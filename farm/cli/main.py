@@ -1,4 +1,4 @@
-"""The `farm` command: parse, call the library, print, exit code (0 pass, 1 a check failed,
+"""The `farm` command: parse, call the library, print, exit code (0 pass, 1 a check or a device failed,
 2 bad configuration or usage, 130 interrupted)."""
 
 from __future__ import annotations
@@ -85,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
         return table[args.cmd](args, " ".join(map(shlex.quote, sys.argv)))
     except FarmError as e:
         print(f"farm: {e.format()}", file=sys.stderr)
-        return 2
+        return e.exit_code
     except KeyboardInterrupt:
         print("farm: interrupted; results recorded so far are kept", file=sys.stderr)
         return 130

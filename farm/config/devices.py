@@ -2,20 +2,18 @@
 
 from __future__ import annotations
 
-import ipaddress
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from farm.config.schema import Node
+from farm.config.schema import Node, given
 from farm.config.suites import read_timeouts
+from farm.config.transports import EMULATED, TransportKind, TransportSpec, read_transport
 from farm.config.yamlsrc import Source, load_yaml
 from farm.errors import ConfigError
 
 FAMILIES = ["x86", "arm", "hexagon"]
-TRANSPORTS = ["local", "tracker", "qemu", "ssh", "hexagon-sim"]
-EMULATED_TRANSPORTS = {"qemu", "hexagon-sim"}
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")  # fullmatch: `$` would let a final newline in
 MAX_NAME = 64  # device names become file and directory names, tracker keys and table cells
 
@@ -35,22 +33,6 @@ class TargetSpec:
             return self.tag
         parts = [self.family, self.mcpu or ""] + [a for a in self.mattr]
         return " ".join(p for p in parts if p)
-
-
-@dataclass(frozen=True)
-class TransportSpec:
-    """How the device is reached; `options` holds the kind's own validated settings."""
-
-    kind: str
-    options: dict[str, Any] = field(default_factory=dict)
-
-    def describe(self) -> str:
-        o = self.options
-        if self.kind == "tracker":
-            return f"tracker {o['host']}:{o['port']}"
-        if self.kind == "ssh":
-            return f"ssh {o.get('user') + '@' if o.get('user') else ''}{o['host']}:{o['port']}"
-        return self.kind
 
 
 @dataclass(frozen=True)
@@ -116,68 +98,6 @@ def _target(node: Node) -> TargetSpec:
     return spec
 
 
-def _port(node: Node, key: str, default: int | None = None, required: bool = False) -> int | None:
-    return node.number(key, int, default, lo=1, hi=65535, required=required)
-
-
-def _local_host(node: Node) -> str:
-    """Where a local device's TVM rpc_server listens: loopback unless `allow_remote: true`, since
-    the server has no authentication and runs whatever code reaches it."""
-    host, allow_remote = node.get("host", str, "127.0.0.1"), node.get("allow_remote", bool, False)
-    try:
-        loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
-    except ValueError:  # a host name: it may resolve to any interface
-        loopback = False
-    if not loopback and not allow_remote:
-        raise node.error("host", f"host '{host}' is not a loopback address: TVM's RPC server has no "
-                                 "authentication, so anyone reaching it could run code on this machine",
-                         "use host: 127.0.0.1, or add `allow_remote: true` if only trusted machines "
-                         "can reach it")
-    return host
-
-
-def _transport(node: Node) -> TransportSpec:
-    kind = node.choice("kind", TRANSPORTS, required=True)
-    opts: dict[str, Any] = {}
-    if kind == "local":
-        opts["host"] = _local_host(node)
-    elif kind == "tracker":
-        opts["host"] = node.get("host", str, required=True)
-        opts["port"] = _port(node, "port", required=True)
-    elif kind == "qemu":
-        opts["cpu"] = node.get("cpu", str, "max")
-        opts["sysroot"] = node.get("sysroot", str)
-        opts["arch"] = node.choice("arch", ["aarch64"], "aarch64")
-    elif kind == "ssh":
-        opts["host"] = node.get("host", str, required=True)
-        opts["port"] = _port(node, "port", 22)
-        opts["user"] = node.get("user", str)
-        opts["identity"] = node.get("identity", str)
-        opts["known_hosts"] = node.get("known_hosts", str)
-        opts["workdir"] = node.get("workdir", str, "/tmp/farm")
-        opts["python"] = node.get("python", str, "python3")
-        opts["runtime"] = node.choice("runtime", ["installed", "push"], "installed")
-        opts["push_from"] = node.get("push_from", str)  # push: local dir kept in sync on the board
-        if opts["runtime"] == "push" and not opts["push_from"]:
-            raise node.error("runtime", "`runtime: push` needs `push_from:`",
-                             "add `push_from: <local directory with TVM for the board>`")
-        opts["tracker"] = node.choice("tracker", ["direct", "tunnel"], "tunnel")
-        opts["tracker_host"] = node.get("tracker_host", str)  # direct: the tracker as the board sees it
-        opts["tracker_port"] = _port(node, "tracker_port")
-        opts["server_host"] = node.get("server_host", str, "0.0.0.0")  # direct: where the server listens
-        opts["connect_timeout"] = node.number("connect_timeout", float, 10.0, lo=0.1)
-        opts["start_timeout"] = node.number("start_timeout", float, 120.0, lo=1.0)
-        if "password" in node.data:
-            node._read.add("password")
-            raise node.error("password", "passwords are never stored in devices.yaml",
-                             "use `identity:` (a key file) or an ssh-agent")
-    elif kind == "hexagon-sim":
-        opts["simulator"] = node.choice("simulator", ["auto", "qemu", "sdk"], "auto")
-        opts["qemu_cpu"] = node.get("qemu_cpu", str, "v67")
-    node.done()
-    return TransportSpec(kind, opts)
-
-
 def _device(src: Source, index: int, data: Any) -> Device:
     node = Node(src, ("devices", index), data, f"device #{index + 1}")
     name = node.get("name", str, required=True)
@@ -190,23 +110,24 @@ def _device(src: Source, index: int, data: Any) -> Device:
     node.what = f"device '{name}'"
     target = _target(node.child("target", f"target of '{name}'", required=True))
     tnode = node.child("transport", f"transport of '{name}'")
-    transport = _transport(tnode) if tnode else TransportSpec("local", {"host": "127.0.0.1"})
-    if transport.kind == "local" and target.family != "x86":
+    transport = read_transport(tnode) if tnode else TransportSpec()
+    if transport.kind == TransportKind.LOCAL and target.family != "x86":
         raise node.error("transport", f"a local device runs on this x86 machine, but '{name}' "
                                       f"is {target.family}", "use transport kind qemu, ssh or tracker")
-    device = Device(
+    device = given(
+        Device,
         name=name,
         target=target,
         transport=transport,
-        threads=node.number("threads", int, 1, lo=1),
+        threads=node.number("threads", int, lo=1),
         tags=tuple(node.str_list("tags")),
         requires=tuple(node.str_list("requires")),
-        emulated=node.get("emulated", bool, transport.kind in EMULATED_TRANSPORTS),
+        emulated=node.get("emulated", bool, transport.kind in EMULATED),
         key=node.get("key", str, name),
         line=src.line(("devices", index)),
         file=src.file,
-        retries=node.number("retries", int, 1, lo=0, hi=10),
-        retry_backoff=node.number("retry_backoff", float, 2.0, lo=0, hi=600),
+        retries=node.number("retries", int, lo=0, hi=10),
+        retry_backoff=node.number("retry_backoff", float, lo=0, hi=600),
         timeouts=read_timeouts(node.child("timeouts", f"timeouts of '{name}'")),
     )
     node.done()

@@ -103,6 +103,12 @@ class Node:
                 raise self.error(key, f"unknown key '{key}' in {self.what}", hint)
 
 
+def given(cls: type, **values: Any) -> Any:
+    """cls built from the values a file gave (None: not given); the rest take cls's field defaults,
+    so every default is written once, on its dataclass."""
+    return cls(**{k: v for k, v in values.items() if v is not None})
+
+
 def _kind(value: Any) -> str:
     if value is None:
         return "empty"

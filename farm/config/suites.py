@@ -6,7 +6,7 @@ import math
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
-from farm.config.schema import Node
+from farm.config.schema import Node, given
 from farm.config.yamlsrc import load_yaml
 from farm.errors import ConfigError
 
@@ -110,13 +110,14 @@ def _inputs(node: Node | None) -> InputSpec:
     if node is None:
         return InputSpec()
     shape = node.int_list("shape")
-    spec = InputSpec(
-        seed=node.number("seed", int, 0, lo=0),
-        count=node.number("count", int, 1, lo=1, hi=MAX_INPUT_SETS),
+    spec = given(
+        InputSpec,
+        seed=node.number("seed", int, lo=0),
+        count=node.number("count", int, lo=1, hi=MAX_INPUT_SETS),
         shape=tuple(shape) if shape else None,
         dtype=node.choice("dtype", list(DTYPE_BYTES)),
-        low=node.get("low", float, -1.0),
-        high=node.get("high", float, 1.0),
+        low=node.get("low", float),
+        high=node.get("high", float),
     )
     if spec.low >= spec.high:
         raise node.error("high", f"'high' ({spec.high}) must be above 'low' ({spec.low})",
@@ -143,11 +144,12 @@ def _check_input_bytes(node: Node, spec: InputSpec) -> None:
 def _correctness(node: Node | None) -> CorrectnessSpec:
     if node is None:
         return CorrectnessSpec()
-    spec = CorrectnessSpec(
-        max_lsb=node.number("max_lsb", float, 1.0, lo=0),
-        min_exact=node.number("min_exact", float, 0.95, lo=0, hi=1),
-        min_cosine=node.number("min_cosine", float, 0.999, lo=-1, hi=1),
-        min_top1=node.number("min_top1", float, 1.0, lo=0, hi=1),
+    spec = given(
+        CorrectnessSpec,
+        max_lsb=node.number("max_lsb", float, lo=0),
+        min_exact=node.number("min_exact", float, lo=0, hi=1),
+        min_cosine=node.number("min_cosine", float, lo=-1, hi=1),
+        min_top1=node.number("min_top1", float, lo=0, hi=1),
     )
     node.done()
     return spec
@@ -156,13 +158,14 @@ def _correctness(node: Node | None) -> CorrectnessSpec:
 def _latency(node: Node | None) -> LatencySpec:
     if node is None:
         return LatencySpec()
-    spec = LatencySpec(
-        enabled=node.get("enabled", bool, True),
-        warmup=node.number("warmup", int, 1, lo=0),
-        number=node.number("number", int, 1, lo=1),
-        repeat=node.number("repeat", int, 20, lo=1),
-        min_repeat_ms=node.number("min_repeat_ms", int, 0, lo=0),
-        emulated_repeat=node.number("emulated_repeat", int, 3, lo=1),
+    spec = given(
+        LatencySpec,
+        enabled=node.get("enabled", bool),
+        warmup=node.number("warmup", int, lo=0),
+        number=node.number("number", int, lo=1),
+        repeat=node.number("repeat", int, lo=1),
+        min_repeat_ms=node.number("min_repeat_ms", int, lo=0),
+        emulated_repeat=node.number("emulated_repeat", int, lo=1),
     )
     node.done()
     return spec
@@ -184,17 +187,18 @@ def load_suite(path: str | Path) -> Suite:
     src = load_yaml(path)
     root = Node(src, (), src.data, "suite")
     name = root.get("name", str, Path(path).stem)
-    suite = Suite(
+    suite = given(
+        Suite,
         name=name,
         file=src.file,
         model=_model(root.child("model", "model", required=True), Path(path).resolve().parent),
         inputs=_inputs(root.child("inputs", "inputs")),
         correctness=_correctness(root.child("correctness", "correctness")),
         latency=_latency(root.child("latency", "latency")),
-        devices=tuple(root.str_list("devices", ["all"])) or ("all",),
+        devices=tuple(root.str_list("devices")) or None,
         timeouts=Timeouts(**read_timeouts(root.child("timeouts", "timeouts"))),
-        fp32_baseline=root.get("fp32_baseline", bool, True),
-        fp32_baseline_emulated=root.get("fp32_baseline_emulated", bool, False),
+        fp32_baseline=root.get("fp32_baseline", bool),
+        fp32_baseline_emulated=root.get("fp32_baseline_emulated", bool),
     )
     root.done()
     return suite

@@ -16,7 +16,7 @@ from farm.compile.build import Artifact, check_importable
 from farm.compile.worker import compile_isolated
 from farm.config.devices import Device
 from farm.config.suites import Suite, Timeouts
-from farm.errors import FarmError
+from farm.errors import DeviceFailure, FarmError
 from farm.models.exact_reference import exact_outputs, with_exact_semantics
 from farm.models.fp32 import fp32_model
 from farm.models.reference import make_inputs, model_inputs, output_steps, run_reference
@@ -27,7 +27,6 @@ from farm.results.store import CheckResult, Store, default_db, new_run_id
 from farm.run import baseline
 from farm.run.metrics import LatencyStats, compare, judge
 from farm.run.watchdog import bounded
-from farm.transports.base import DeviceFailure
 from farm.transports.embedded import Farm
 
 Progress = Callable[[str], None]

@@ -10,7 +10,7 @@ import threading
 from collections.abc import Callable
 from typing import TypeVar
 
-from farm.transports.base import DeviceTimeout
+from farm.errors import DeviceTimeout
 
 T = TypeVar("T")
 

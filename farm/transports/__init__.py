@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from farm.config.devices import Device
+from farm.config.transports import TransportKind
 from farm.transports.base import FarmContext, Transport
 from farm.transports.hexagon_sim import HexagonSimTransport
 from farm.transports.local import LocalTransport
@@ -10,12 +11,12 @@ from farm.transports.qemu import QemuTransport
 from farm.transports.ssh import SSHTransport
 from farm.transports.tracker import TrackerTransport
 
-TRANSPORTS: dict[str, type[Transport]] = {
-    "local": LocalTransport,
-    "qemu": QemuTransport,
-    "tracker": TrackerTransport,
-    "ssh": SSHTransport,
-    "hexagon-sim": HexagonSimTransport,
+TRANSPORTS: dict[TransportKind, type[Transport]] = {
+    TransportKind.LOCAL: LocalTransport,
+    TransportKind.QEMU: QemuTransport,
+    TransportKind.TRACKER: TrackerTransport,
+    TransportKind.SSH: SSHTransport,
+    TransportKind.HEXAGON_SIM: HexagonSimTransport,
 }
 
 

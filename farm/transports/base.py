@@ -24,16 +24,6 @@ class Availability:
     reason: str = ""
 
 
-class DeviceFailure(Exception):
-    """The device (not the model) failed: server gone, session refused, upload broken."""
-
-    kind = "device"
-
-
-class DeviceTimeout(DeviceFailure):
-    kind = "timeout"
-
-
 @dataclass
 class FarmContext:
     """What transports share within one farm: the embedded tracker and where files go."""
@@ -77,8 +67,6 @@ class DeviceSession(ABC):
 
 
 class Transport(ABC):
-    kind: ClassVar[str]
-
     def __init__(self, device: Device, ctx: FarmContext):
         self.device, self.ctx = device, ctx
 

@@ -6,10 +6,11 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from farm.config.devices import Device
+from farm.config.transports import NEEDS_TRACKER
 from farm.errors import FarmError
 from farm.transports import make_transport
-from farm.transports.base import DeviceFailure, FarmContext
-from farm.transports.embedded import NEEDS_TRACKER, EmbeddedTracker
+from farm.transports.base import FarmContext
+from farm.transports.embedded import EmbeddedTracker
 
 
 def check_devices(ctx: FarmContext, devices: list[Device], say: Callable[[str], None]) -> int:
@@ -30,7 +31,7 @@ def check_devices(ctx: FarmContext, devices: list[Device], say: Callable[[str], 
                     tracker = EmbeddedTracker(ctx.log_dir)
                     ctx.tracker = tracker.start()
                 transport.check(lambda line: say(f"  {line}"))
-            except (DeviceFailure, FarmError) as e:
+            except FarmError as e:  # DeviceFailure among them, with its kind
                 kind = getattr(e, "kind", "config")
                 say(f"  FAIL ({kind}): {e}")
                 bad += 1

@@ -10,13 +10,14 @@ import time
 from pathlib import Path
 
 from farm.config.devices import Device
+from farm.config.transports import NEEDS_TRACKER
+from farm.errors import DeviceFailure
 from farm.platform.procs import Child, free_port, kill_group, python_module
 from farm.transports import make_transport
-from farm.transports.base import DeviceFailure, FarmContext, Transport
+from farm.transports.base import FarmContext, Transport
 from farm.transports.rpc import tracker_summary
 
 TRACKER_START_TIMEOUT = 60.0
-NEEDS_TRACKER = {"local", "qemu", "ssh"}
 
 
 class EmbeddedTracker:

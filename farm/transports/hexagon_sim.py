@@ -22,18 +22,11 @@ from pathlib import Path
 import numpy as np
 
 from farm.config.suites import LatencySpec
-from farm.errors import FarmError
+from farm.errors import DeviceFailure, DeviceTimeout, FarmError
 from farm.platform import hexagon_toolchain as toolchain
 from farm.platform.artifacts import META_NAME, SDK_EXE_NAME
 from farm.platform.toolchain import PROBE_OK, StepFailure, run_step, tools_stamp
-from farm.transports.base import (
-    Availability,
-    DeviceFailure,
-    DeviceSession,
-    DeviceTimeout,
-    LoadedModel,
-    Transport,
-)
+from farm.transports.base import Availability, DeviceSession, LoadedModel, Transport
 
 QEMU = "qemu-hexagon-static"
 QEMU_APT = "qemu-user-static"
@@ -124,11 +117,9 @@ def _cpu_of(tag: str) -> str:
 
 
 class HexagonSimTransport(Transport):
-    kind = "hexagon-sim"
-
     def _simulator(self) -> tuple[Simulator | None, str]:
         opts = self.device.transport.options
-        return choose_simulator(opts.get("simulator", "auto"), opts.get("qemu_cpu", "v67"),
+        return choose_simulator(opts.simulator, opts.qemu_cpu,
                                 _cpu_of(self.device.target.tag))
 
     def transport_availability(self) -> Availability:

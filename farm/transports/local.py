@@ -38,8 +38,6 @@ def missing_features(device) -> list[str]:
 
 
 class LocalTransport(LocalServerTransport):
-    kind = "local"
-
     def transport_availability(self) -> Availability:
         if host_info().machine != "x86_64":
             return Availability(False, f"this host is {host_info().machine}, not x86_64")
@@ -52,5 +50,5 @@ class LocalTransport(LocalServerTransport):
         addr = self.tracker_address()
         if free_servers(addr, self.device.key) > 0:
             return  # a server of `farm up` is already serving this key
-        host = self.device.transport.options["host"]
+        host = self.device.transport.options.host
         self.launch(python_module("tvm.exec.rpc_server", *self.server_args(host)), {})

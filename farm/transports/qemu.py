@@ -12,10 +12,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-from farm.errors import FarmError
+from farm.errors import DeviceFailure, FarmError
 from farm.platform import toolchain
 from farm.provision import arm64
-from farm.transports.base import Availability, DeviceFailure
+from farm.transports.base import Availability
 from farm.transports.rpc import LocalServerTransport, free_servers
 
 # Importing tvm under emulation takes ~8 s on an idle machine; a busy 2-core one can be far slower.
@@ -69,16 +69,15 @@ def emulated_features(sysroot: Path, cpu: str) -> set[str]:
 
 
 class QemuTransport(LocalServerTransport):
-    kind = "qemu"
     register_timeout = 240.0  # importing TVM under emulation takes seconds, more on a busy host
 
     @property
     def cpu(self) -> str:
-        return self.device.transport.options["cpu"]
+        return self.device.transport.options.cpu
 
     def sysroot(self) -> Path:
         """devices.yaml `sysroot:` (relative to that file), else the shared cache's."""
-        given = self.device.transport.options.get("sysroot")
+        given = self.device.transport.options.sysroot
         if not given:
             return arm64.default_sysroot()
         path = Path(given).expanduser()

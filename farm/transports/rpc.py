@@ -10,8 +10,9 @@ from pathlib import Path
 import numpy as np
 
 from farm.config.suites import LatencySpec
+from farm.errors import DeviceFailure, DeviceTimeout
 from farm.platform.procs import Child, free_port
-from farm.transports.base import DeviceFailure, DeviceSession, DeviceTimeout, LoadedModel, Transport
+from farm.transports.base import DeviceSession, LoadedModel, Transport
 
 
 def tracker_summary(addr: tuple[str, int], timeout: float = 5.0) -> dict:

@@ -18,10 +18,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from farm.errors import DeviceFailure, DeviceTimeout
 from farm.platform.host import parse_cpuinfo
 from farm.platform.procs import Child, python_module
 from farm.platform.targets import target_dict
-from farm.transports.base import Availability, DeviceFailure, DeviceTimeout
+from farm.transports.base import Availability
 from farm.transports.local import needed_features
 from farm.transports.rpc import RPCTransport, wait_registered
 from farm.transports.sshlink import BoardRefused, Endpoint, connect, run
@@ -74,13 +75,11 @@ def _remote_path(path: str) -> str:
 
 
 class SSHTransport(RPCTransport):
-    kind = "ssh"
-
     def __init__(self, device, ctx):
         super().__init__(device, ctx)
         o = self.opts = device.transport.options
-        self.ep = Endpoint(o["host"], o["port"], o.get("user"), o.get("identity"),
-                           o.get("known_hosts"), o["connect_timeout"])
+        self.ep = Endpoint(o.host, o.port, o.user, o.identity,
+                           o.known_hosts, o.connect_timeout)
         self.client = None
         self.tunnel: Child | None = None  # the port forwards (tracker: tunnel), see sshtunnel.py
         self.server = None  # the pty channel the server runs on
@@ -96,11 +95,11 @@ class SSHTransport(RPCTransport):
         except ImportError:
             return Availability(False, "paramiko is not installed (pip install paramiko)")
         o = self.opts
-        for key in ("identity", "known_hosts"):
-            if o.get(key) and not os.path.isfile(os.path.expanduser(o[key])):
-                return Availability(False, f"{key} file {o[key]} does not exist")
-        if o["runtime"] == "push" and not os.path.isdir(os.path.expanduser(o["push_from"])):
-            return Availability(False, f"push_from directory {o['push_from']} does not exist")
+        for key, path in (("identity", o.identity), ("known_hosts", o.known_hosts)):
+            if path and not os.path.isfile(os.path.expanduser(path)):
+                return Availability(False, f"{key} file {path} does not exist")
+        if o.runtime == "push" and not os.path.isdir(os.path.expanduser(o.push_from)):
+            return Availability(False, f"push_from directory {o.push_from} does not exist")
         if self.device.target.mcpu == "host":
             return Availability(False, "`mcpu: host` means the farm's CPU, not the board's: name "
                                        "the board's CPU (e.g. cortex-a72) or leave mcpu out")
@@ -123,14 +122,14 @@ class SSHTransport(RPCTransport):
             raise
 
     def _bring_up(self, addr: tuple[str, int]) -> None:
-        tracker = self._direct_tracker(addr) if self.opts["tracker"] == "direct" else None
+        tracker = self._direct_tracker(addr) if self.opts.tracker == "direct" else None
         self.client = connect(self.ep)
         self.say(f"ok   connect: {self.ep.where}, host key verified, logged in")
         info = self._probe()
         self.say(f"ok   probe: {info.arch}, {info.cpu_model}")
         self._check_target(info)
         self.say(f"ok   target: {self.device.target.describe()} runs on this {info.arch} board")
-        if self.opts["runtime"] == "push":
+        if self.opts.runtime == "push":
             self._push()
         python = self._check_python()
         self.say(f"ok   python: {python}{_version_note(python)}")
@@ -138,8 +137,8 @@ class SSHTransport(RPCTransport):
         self.say(f"ok   work directory: {self.rundir} ({free_mb} MB free"
                  f"{f'; removed {swept} stale run directories' if swept else ''})")
         self._start_server(addr, tracker)
-        self.say(f"ok   server: pid {self.pid} on the board, {self.opts['tracker']} to the tracker")
-        wait_registered(addr, self.device.key, self.opts["start_timeout"], self._server_alive,
+        self.say(f"ok   server: pid {self.pid} on the board, {self.opts.tracker} to the tracker")
+        wait_registered(addr, self.device.key, self.opts.start_timeout, self._server_alive,
                         self._server_log)
         self.say(f"ok   registered: the tracker lists key '{self.device.key}'")
 
@@ -158,11 +157,11 @@ class SSHTransport(RPCTransport):
 
     def _check_python(self) -> str:
         """'3.11.2 tvm 0.27.0' from the board's python, or refused when it has no TVM."""
-        python = self.opts["python"]
+        python = self.opts.python
         argv = self._env() + [python, "-c", 'import sys, tvm; '
                               'print(sys.version.split()[0], "tvm", tvm.__version__)']
         rc, out, err = self._run(shlex.join(argv), f"`import tvm` with {python}",
-                                 self.opts["start_timeout"])
+                                 self.opts.start_timeout)
         if rc != 0:
             last = (err.strip().splitlines() or ["(no output)"])[-1]
             raise BoardRefused(
@@ -172,15 +171,15 @@ class SSHTransport(RPCTransport):
         return out.strip()
 
     def _push(self) -> None:
-        root = _remote_path(self.opts["workdir"])
+        root = _remote_path(self.opts.workdir)
         rc, out, err = self._run(f"mkdir -p -- {root}/runtime && cd -- {root}/runtime && pwd",
                                  "making the runtime directory")
         if rc != 0:
-            raise BoardRefused(f"cannot make {self.opts['workdir']}/runtime on the board "
+            raise BoardRefused(f"cannot make {self.opts.workdir}/runtime on the board "
                                f"({err.strip()}): set `workdir:` to a writable directory")
         remote = out.strip()
-        local = Path(os.path.expanduser(self.opts["push_from"]))
-        stats = push(self.client, local, remote, self.opts["start_timeout"])
+        local = Path(os.path.expanduser(self.opts.push_from))
+        stats = push(self.client, local, remote, self.opts.start_timeout)
         self.pythonpath = remote
         self.say(f"ok   push: {stats.sent} of {stats.total} files changed and sent "
                  f"({stats.sent_bytes // 1024} KB), {stats.removed} removed, into {remote}")
@@ -199,13 +198,13 @@ class SSHTransport(RPCTransport):
 
     def _make_rundir(self) -> tuple[int, int]:
         """Make this run's directory; (free MB there, stale run directories removed)."""
-        root = _remote_path(self.opts["workdir"])
+        root = _remote_path(self.opts.workdir)
         rc, out, err = self._run(f"mkdir -p -- {root} && {_SWEEP.format(root=root)} "
                                  f"d=$(mktemp -d {root}/run-XXXXXX) && echo \"$d\" && "
                                  f"df -Pk \"$d\" | tail -n 1", "making the work directory")
         lines = [ln for ln in out.strip().splitlines() if not ln.startswith("stale ")]
         if rc != 0 or len(lines) < 2:
-            raise BoardRefused(f"cannot make a work directory under {self.opts['workdir']} on the "
+            raise BoardRefused(f"cannot make a work directory under {self.opts.workdir} on the "
                                f"board ({err.strip() or 'no output'}): set `workdir:` to a writable "
                                f"directory")
         self.rundir = lines[0]
@@ -222,7 +221,7 @@ class SSHTransport(RPCTransport):
         """The tracker as the board reaches it by itself; refused when that is the board's own
         loopback while the board is another machine."""
         o = self.opts
-        host, port = o["tracker_host"] or addr[0], o["tracker_port"] or addr[1]
+        host, port = o.tracker_host or addr[0], o.tracker_port or addr[1]
         if _is_loopback(host) and not _is_loopback(self.ep.host):
             raise BoardRefused(f"with `tracker: direct` the board would look for the tracker at "
                                f"{host}:{port}, its own loopback: set `tracker_host`/`tracker_port` "
@@ -236,8 +235,8 @@ class SSHTransport(RPCTransport):
             tracker_port, port = self._open_tunnel(addr)
             return ["--tracker", f"127.0.0.1:{tracker_port}", "--host", "127.0.0.1",
                     "--port", str(port), "--port-end", str(port + 1), "--custom-addr", LOCAL_HOST]
-        seen_as = o["server_host"] if o["server_host"] not in ("0.0.0.0", "::") else self.ep.host
-        return ["--tracker", tracker, "--host", o["server_host"], "--port", "9090",
+        seen_as = o.server_host if o.server_host not in ("0.0.0.0", "::") else self.ep.host
+        return ["--tracker", tracker, "--host", o.server_host, "--port", "9090",
                 "--port-end", "9199", "--custom-addr", seen_as]
 
     def _open_tunnel(self, addr: tuple[str, int]) -> tuple[int, int]:
@@ -262,7 +261,7 @@ class SSHTransport(RPCTransport):
 
     def _start_server(self, addr: tuple[str, int], tracker: str | None) -> None:
         argv = [*self._env(), f"TVM_NUM_THREADS={self.device.threads}", f"TMPDIR={self.rundir}",
-                f"FARM_SSH_RUN={self.rundir}", self.opts["python"], "-m", "tvm.exec.rpc_server",
+                f"FARM_SSH_RUN={self.rundir}", self.opts.python, "-m", "tvm.exec.rpc_server",
                 "--key", self.device.key, *self._server_args(addr, tracker)]
         command = (f"cd {q(self.rundir)} && echo farm-pid=$$ && exec {shlex.join(argv)} "
                    f">server.log 2>&1 </dev/null")

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from farm.transports.base import DeviceFailure, DeviceTimeout
+from farm.errors import DeviceFailure, DeviceTimeout
 
 # paramiko logs failed handshakes as ERROR with a traceback; the farm reports them as one line
 logging.getLogger("paramiko").setLevel(logging.CRITICAL)

@@ -11,7 +11,7 @@ import stat
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-from farm.transports.base import DeviceFailure
+from farm.errors import DeviceFailure
 from farm.transports.sshlink import run
 
 _SKIP_DIRS = {"__pycache__"}

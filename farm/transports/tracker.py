@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-from farm.transports.base import Availability, DeviceFailure
+from farm.errors import DeviceFailure
+from farm.transports.base import Availability
 from farm.transports.rpc import RPCTransport, tracker_summary
 
 
 class TrackerTransport(RPCTransport):
-    kind = "tracker"
-
     def tracker_address(self) -> tuple[str, int]:
         o = self.device.transport.options
-        return o["host"], o["port"]
+        return o.host, o.port
 
     def transport_availability(self) -> Availability:
         addr = self.tracker_address()
