@@ -22,7 +22,7 @@ from farm.run.runner import RunOptions, run, stderr_progress
 from farm.transports import make_transport
 from farm.transports.base import FarmContext
 from farm.transports.checks import check_devices
-from farm.transports.embedded import Farm, running_farm, stop_detached, write_state
+from farm.transports.embedded import Farm, running_farm, state_file, stop_detached, write_state
 from farm.transports.rpc import tracker_summary
 
 
@@ -144,6 +144,8 @@ def cmd_up(args: argparse.Namespace, command: str) -> int:
     if running_farm(args.data_dir):
         print("a farm is already up; `farm down` stops it")
         return 0
+    if state_file(args.data_dir).exists():  # an earlier farm whose tracker died: none of it is reused
+        _say_stopped(*stop_detached(args.data_dir), "of an earlier farm whose tracker no longer answers")
     registry = load_devices(args.devices)
     local = [d for d in registry.devices if d.transport.kind == TransportKind.LOCAL]
     farm = Farm(args.data_dir, args.data_dir / "logs" / "up", local, detached=True)
@@ -162,9 +164,19 @@ def cmd_up(args: argparse.Namespace, command: str) -> int:
 
 
 def cmd_down(args: argparse.Namespace, command: str) -> int:
-    pids = stop_detached(args.data_dir)
-    print(f"stopped {len(pids)} process groups" if pids else "no farm was up")
+    stopped, left = stop_detached(args.data_dir)
+    if not stopped and not left:
+        print("no farm was up")
+    _say_stopped(stopped, left)
     return 0
+
+
+def _say_stopped(stopped: list[int], left: list, whose: str = "") -> None:
+    if stopped:
+        print(f"stopped {len(stopped)} process groups {whose}".rstrip())
+    for pid in left:
+        print(f"left pid {pid} alone: it is not a process this farm started (its pid was reused, or "
+              "farm.json was not written by `farm up`)")
 
 
 def cmd_status(args: argparse.Namespace, command: str) -> int:

@@ -79,6 +79,45 @@ def _reap(pid: int) -> None:
         pass
 
 
+def identity(pid: int) -> dict | None:
+    """What tells this process from a later one that reuses its pid: start time and command line."""
+    import psutil
+
+    try:
+        p = psutil.Process(pid)
+        return {"pid": pid, "started": p.create_time(), "cmdline": p.cmdline()}
+    except psutil.Error:
+        return None
+
+
+def is_ours(recorded) -> bool:
+    """Whether the process group that `identity` recorded (its leader's pid) is still that one: the
+    leader runs with the recorded start time and command line, or the leader is gone but members of
+    its group live on (Linux reuses no pid while a group holds it as its id)."""
+    if not isinstance(recorded, dict):
+        return False
+    try:
+        pid = int(recorded["pid"])
+        now = identity(pid)
+        if now is not None:
+            return now["cmdline"] == recorded["cmdline"] and abs(now["started"] - float(recorded["started"])) < 0.01
+    except (KeyError, TypeError, ValueError):
+        return False
+    return _group_has_members(pid)
+
+
+def _group_has_members(pgid: int) -> bool:
+    import psutil
+
+    for p in psutil.process_iter():
+        try:
+            if os.getpgid(p.pid) == pgid:
+                return True
+        except OSError:
+            continue
+    return False
+
+
 def python_module(module: str, *args: str) -> list[str]:
     return [sys.executable, "-m", module, *args]
 

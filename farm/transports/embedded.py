@@ -12,7 +12,7 @@ from pathlib import Path
 from farm.config.devices import Device
 from farm.config.transports import NEEDS_TRACKER
 from farm.errors import DeviceFailure
-from farm.platform.procs import Child, free_port, kill_group, python_module
+from farm.platform.procs import Child, free_port, identity, is_ours, kill_group, python_module
 from farm.transports import make_transport
 from farm.transports.base import FarmContext, Transport
 from farm.transports.rpc import tracker_summary
@@ -153,22 +153,39 @@ def _sigterm_to_interrupt(signum, frame):
     raise KeyboardInterrupt
 
 
-def stop_detached(data_dir: Path) -> list[int]:
-    """`farm down`: kill the process groups recorded by `farm up`."""
+def stop_detached(data_dir: Path) -> tuple[list[int], list[int]]:
+    """`farm down`: kill the process groups `farm up` recorded, each only while it is still the one
+    recorded (platform.procs.is_ours), so a reused or planted pid is left alone; a bare pid (an
+    older or hand-written farm.json) cannot be checked and is left alone too.
+    Returns (stopped, left alone)."""
     path = state_file(data_dir)
     try:
         state = json.loads(path.read_text())
     except (OSError, ValueError):
-        return []
-    pids = [int(p) for p in state.get("pids", [])]
-    for pid in pids:
+        return [], []
+    state = state if isinstance(state, dict) else {}
+    procs = [p for p in _list(state, "procs") if isinstance(p, dict) and _pid(p.get("pid"))]
+    stopped = [_pid(p["pid"]) for p in procs if is_ours(p)]
+    for pid in stopped:
         kill_group(pid)
+    others = [_pid(p) for p in _list(state, "pids")] + [_pid(p["pid"]) for p in procs]
+    left = [pid for pid in others if pid and pid not in stopped and identity(pid) is not None]
     path.unlink(missing_ok=True)
-    return pids
+    return stopped, left
+
+
+def _list(state: dict, key: str) -> list:
+    value = state.get(key)
+    return value if isinstance(value, list) else []
+
+
+def _pid(value) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else None
 
 
 def write_state(data_dir: Path, tracker: tuple[str, int], pids: list[int]) -> None:
     data_dir.mkdir(parents=True, exist_ok=True)
     tmp = state_file(data_dir).with_suffix(".tmp")
-    tmp.write_text(json.dumps({"tracker": list(tracker), "pids": pids, "owner": os.getpid()}))
+    procs = [i for i in map(identity, pids) if i is not None]
+    tmp.write_text(json.dumps({"tracker": list(tracker), "procs": procs, "owner": os.getpid()}))
     os.replace(tmp, state_file(data_dir))
