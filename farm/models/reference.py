@@ -27,14 +27,26 @@ class TensorInfo:
 
 
 def model_inputs(model: onnx.ModelProto) -> list[TensorInfo]:
-    """Graph inputs that are not initializers; unknown dims become 1 (batch)."""
+    """Graph inputs that are not initializers; an unknown batch dim becomes 1, any other unknown dim
+    is an error (the import and the kernels need every size)."""
     inits = {i.name for i in model.graph.initializer}
     out = []
     for vi in model.graph.input:
         if vi.name in inits:
             continue
         tt = vi.type.tensor_type
-        shape = tuple(d.dim_value if d.dim_value > 0 else 1 for d in tt.shape.dim)
+        dims = list(tt.shape.dim)
+        for axis, d in enumerate(dims[1:], start=1):
+            if d.dim_value <= 0:
+                name = d.dim_param or "?"
+                shape = [x.dim_value if x.dim_value > 0 else (x.dim_param or "?") for x in dims]
+                raise FarmError(f"input '{vi.name}' has a dynamic size '{name}' on axis {axis} (shape {shape}); "
+                                "farm compiles for fixed shapes",
+                                "fix it in the model: python -m onnxruntime.tools.make_dynamic_shape_fixed "
+                                f"--input_name {vi.name} --input_shape "
+                                f"{','.join(str(s) if isinstance(s, int) else f'<{s}>' for s in [1, *shape[1:]])} "
+                                "in.onnx fixed.onnx")
+        shape = tuple(d.dim_value if d.dim_value > 0 else 1 for d in dims)
         out.append(TensorInfo(vi.name, shape, _ONNX_DTYPES.get(tt.elem_type, "float32")))
     return out
 
