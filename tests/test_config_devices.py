@@ -103,6 +103,23 @@ def test_unknown_cpu_is_rejected_at_compile_time(write):
         make_target(reg.devices[0])
 
 
+def test_unknown_mattr_is_rejected_before_any_work(write, capfd):
+    """LLVM drops a feature it does not know with a warning and builds without it: farm says so
+    up front, at the device's line, and known features (+neon, -dotprod) pass."""
+    from farm.platform.targets import target_dict
+
+    text = ("devices:\n  - name: a\n    target: {family: arm, mcpu: cortex-a76, mattr: [+neon, -dotprod]}\n"
+            "    transport: {kind: qemu}\n  - name: b\n"
+            "    target: {family: arm, mcpu: cortex-a76, mattr: [+neon, +dotprdo]}\n    transport: {kind: qemu}\n")
+    path = write("devices.yaml", text)
+    a, b = load_devices(path).devices
+    assert target_dict(a)["mattr"] == ["+neon", "-dotprod"]
+    assert main(["run", "--suite", "smoke", "--devices", str(path), "--device", "b"]) == 2
+    err = capfd.readouterr().err  # fd 2: LLVM writes there, not to sys.stderr
+    assert f"{path}:5: mattr '+dotprdo' of 'b' is not a feature LLVM knows for aarch64-linux-gnu" in err
+    assert "not a recognized feature" not in err  # LLVM's own warning is replaced by the line above
+
+
 def test_devices_list_shows_status(capsys):
     from tests.conftest import REPO
 

@@ -4,6 +4,7 @@ the group dies with the farm, so no orphan survives a crash or Ctrl-C."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -116,6 +117,21 @@ def _group_has_members(pgid: int) -> bool:
         except OSError:
             continue
     return False
+
+
+@contextlib.contextmanager
+def quiet_stderr():
+    """Silence file descriptor 2 for a library call that prints there (LLVM's warnings), when the
+    caller reports the problem itself."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "wb") as null:
+            os.dup2(null.fileno(), 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
 
 
 def python_module(module: str, *args: str) -> list[str]:

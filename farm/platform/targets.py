@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import shutil
 from collections.abc import Callable
 from typing import Any
@@ -9,6 +10,7 @@ from typing import Any
 from farm.config.devices import Device
 from farm.errors import ConfigError, error_line
 from farm.platform.host import host_info
+from farm.platform.procs import quiet_stderr
 from farm.platform.toolchain import APT_FOR, CROSS_CC, triple_problem
 
 _DEFAULT_TRIPLE = {"arm": "aarch64-linux-gnu"}
@@ -33,13 +35,36 @@ def target_dict(device: Device) -> dict[str, Any]:
         out["mtriple"] = triple
     if spec.mattr:
         out["mattr"] = list(spec.mattr)
+    problem = _llvm_problem(out.get("mtriple"), out.get("mcpu"), tuple(spec.mattr))
+    if problem:
+        raise ConfigError(f"{problem[0]} of '{device.name}' {problem[1]}", problem[2], file=device.file,
+                          line=device.line)
     return out
 
 
-def make_target(device: Device):
-    """Build the tvm.target.Target, rejecting CPU names LLVM does not know (TVM accepts them)."""
+@functools.cache
+def _llvm_problem(triple: str | None, mcpu: str | None, mattr: tuple[str, ...]) -> tuple[str, str, str] | None:
+    """(what, is wrong, what to do) when LLVM does not know the CPU or a feature: TVM takes both
+    silently, and LLVM then builds for a generic CPU or drops the feature with a warning."""
     import tvm
     from tvm.target import codegen
+
+    if mcpu and not codegen.llvm_is_valid_cpu(mcpu, triple or ""):
+        return (f"mcpu '{mcpu}'", "is not a CPU LLVM knows",
+                "use an LLVM CPU name such as znver3, cascadelake, cortex-a76")
+    base = {"kind": "llvm", **({"mtriple": triple} if triple else {}), **({"mcpu": mcpu} if mcpu else {})}
+    for attr in mattr:  # known iff enabling it shows it among the CPU's features
+        with quiet_stderr():  # LLVM's own "not a recognized feature" warning: ours replaces it
+            features = codegen.llvm_get_cpu_features(tvm.target.Target({**base, "mattr": ["+" + attr[1:]]}))
+        if attr[1:] not in features:
+            return (f"mattr '{attr}'", f"is not a feature LLVM knows for {triple or 'x86-64'}",
+                    f"use LLVM feature names (llc -mtriple={triple or 'x86_64-linux-gnu'} -mattr=help lists them)")
+    return None
+
+
+def make_target(device: Device):
+    """Build the tvm.target.Target (target_dict has rejected what LLVM does not know)."""
+    import tvm
 
     d = target_dict(device)
     try:
@@ -47,10 +72,6 @@ def make_target(device: Device):
     except Exception as e:  # TVM raises TVMError/ValueError with a multi-line message
         raise ConfigError(f"TVM rejects the target of '{device.name}': {error_line(e)}",
                           "fix the target attributes", file=device.file, line=device.line) from None
-    if "mcpu" in d and not codegen.llvm_is_valid_cpu(d["mcpu"], d.get("mtriple", "")):
-        raise ConfigError(f"mcpu '{d['mcpu']}' of '{device.name}' is not a CPU LLVM knows",
-                          "use an LLVM CPU name such as znver3, cascadelake, cortex-a76",
-                          file=device.file, line=device.line)
     return target
 
 
