@@ -48,3 +48,20 @@ def test_artifact_paths_are_absolute_for_a_relative_cache(write, tmp_path, share
     monkeypatch.chdir(tmp_path)
     art = compile_model(model.path, device, Path("cache"))
     assert art.lib.is_absolute() and art.lib.exists()
+
+
+def test_a_damaged_builtin_model_is_built_again(tmp_path):
+    """A cached builtin model whose bytes changed since it was built (truncated, overwritten) is
+    rebuilt rather than handed to ONNX Runtime and TVM; an intact one is reused as it is."""
+    from farm.models.registry import build_builtin, load_onnx
+
+    files = build_builtin("tinyconv", tmp_path)
+    good = files.path.read_bytes()
+    mtime = files.path.stat().st_mtime_ns
+    assert build_builtin("tinyconv", tmp_path).path.stat().st_mtime_ns == mtime  # reused
+    files.path.write_bytes(good[: len(good) // 2])
+    again = build_builtin("tinyconv", tmp_path)
+    assert len(again.path.read_bytes()) == len(good)  # whole again
+    load_onnx(again.path)
+    files.fp32_path.write_bytes(b"not onnx")
+    load_onnx(build_builtin("tinyconv", tmp_path).fp32_path)

@@ -87,20 +87,40 @@ def build_builtin(name: str, cache_dir: Path) -> ModelFiles:
         return _build_tflite(name, spec, digest, cache_dir)
     fp32_path = cache_dir / f"{name}-{digest}-fp32.onnx"
     int8_path = cache_dir / f"{name}-{digest}-int8.onnx"
-    if not int8_path.exists():
+    if not (_intact(int8_path) and _intact(fp32_path)):
         model = spec.build()
         write_atomic(fp32_path, model.SerializeToString())
         tmp = int8_path.with_suffix(f".{os.getpid()}.partial.onnx")  # parallel workers build too
         quantize.quantize_qdq(model, tmp, per_channel=spec.per_channel, qoperator=spec.qoperator)
         os.replace(tmp, int8_path)
-    return ModelFiles(name, int8_path, fp32_path if fp32_path.exists() else None)
+        _seal(fp32_path)
+        _seal(int8_path)
+    return ModelFiles(name, int8_path, fp32_path)
 
 
 def _build_tflite(name: str, spec: Builtin, digest: str, cache_dir: Path) -> ModelFiles:
     path = cache_dir / f"{name}-{digest}-int8.tflite"
-    if not path.exists():
+    if not _intact(path):
         write_atomic(path, spec.build())
+        _seal(path)
     return ModelFiles(name, path)  # its float32 model is derived (farm/models/fp32.py)
+
+
+def _sums(path: Path) -> Path:
+    return path.with_name(path.name + ".sha256")
+
+
+def _seal(path: Path) -> None:
+    write_atomic(_sums(path), hashlib.sha256(path.read_bytes()).hexdigest().encode())
+
+
+def _intact(path: Path) -> bool:
+    """A built model is reused only while its bytes still have the hash recorded when it was built
+    (a truncated or overwritten file is built again, not handed to ONNX Runtime and TVM)."""
+    try:
+        return hashlib.sha256(path.read_bytes()).hexdigest() == _sums(path).read_text().strip()
+    except OSError:
+        return False
 
 
 def write_atomic(path: Path, data: bytes) -> None:
