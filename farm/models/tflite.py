@@ -9,6 +9,7 @@ model."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,6 +18,7 @@ import numpy as np
 from farm.config.suites import InputSpec
 from farm.errors import FarmError, error_line
 from farm.models.reference import TensorInfo, make_inputs
+from farm.platform.isolate import Crashed, run_isolated
 
 TFLITE_SUFFIX = ".tflite"
 _DTYPES = {0: "float32", 1: "float16", 2: "int32", 3: "uint8", 4: "int64", 9: "int8"}
@@ -100,16 +102,24 @@ def tflite_output_steps(path: Path) -> list[float | None]:
 class LiteRTReference:
     feeds: list[dict[str, np.ndarray]]
     refs: list[list[np.ndarray]]  # LiteRT's reference kernels
-    optimized: list[list[np.ndarray]]  # LiteRT's optimized builtin kernels (no delegate)
+    optimized: list[list[np.ndarray]] | None  # LiteRT's optimized builtin kernels (no delegate)
     steps: list[float | None]
+    note: str | None = None  # set when refs are not the reference kernels' outputs, and why
 
 
-def litert_reference(path: Path, spec: InputSpec) -> LiteRTReference:
-    """Seeded inputs for a .tflite model and LiteRT's outputs on them."""
+def litert_reference(path: Path, spec: InputSpec, log: Path, run: Callable = run_litert) -> LiteRTReference:
+    """Seeded inputs for a .tflite model and LiteRT's outputs on them (`run`: run_litert or a
+    stand-in with its signature), each set of kernels in its own process: the reference kernels
+    abort (SIGABRT) on some real models, and then the optimized kernels are the reference, so labelled."""
     feeds = make_inputs(tflite_inputs(path), spec)
-    return LiteRTReference(feeds, run_litert(path, feeds),
-                           run_litert(path, feeds, "BUILTIN_WITHOUT_DEFAULT_DELEGATES"),
-                           tflite_output_steps(path))
+    optimized = run_isolated(run, path, feeds, "BUILTIN_WITHOUT_DEFAULT_DELEGATES",
+                             what=f"LiteRT's optimized kernels on {path.name}", log=log)
+    try:
+        refs = run_isolated(run, path, feeds, what=f"LiteRT's reference kernels on {path.name}", log=log)
+    except Crashed as e:
+        note = f"LiteRT optimized kernels (its reference kernels crash on this model: {e.cause})"
+        return LiteRTReference(feeds, optimized, None, tflite_output_steps(path), note)
+    return LiteRTReference(feeds, refs, optimized, tflite_output_steps(path))
 
 
 def with_litert_optimized(vs_ref: dict, vs_optimized: dict) -> dict:

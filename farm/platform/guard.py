@@ -17,11 +17,39 @@ POLL = 0.5
 
 
 def _kill_group(*_args) -> None:
+    """The farm is gone or stops us: the whole group goes, this guard with it."""
     signal.signal(signal.SIGTERM, signal.SIG_IGN)  # the group includes us
     pgid = os.getpgid(0)
     os.killpg(pgid, signal.SIGTERM)
     time.sleep(1.0)
     os.killpg(pgid, signal.SIGKILL)
+
+
+def _kill_others() -> None:
+    """CMD has ended: whatever it forked goes, but this guard lives to pass on CMD's exit status."""
+    import psutil
+
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    pgid = os.getpgid(0)
+    os.killpg(pgid, signal.SIGTERM)
+    deadline = time.monotonic() + 1.0
+    while True:
+        others = [p for p in psutil.process_iter() if p.pid != os.getpid() and _pgid(p.pid) == pgid]
+        if not others or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    for p in others:
+        try:
+            p.kill()
+        except psutil.Error:
+            pass
+
+
+def _pgid(pid: int) -> int | None:
+    try:
+        return os.getpgid(pid)
+    except OSError:
+        return None
 
 
 def main(argv: list[str]) -> int:
@@ -36,9 +64,9 @@ def main(argv: list[str]) -> int:
         except subprocess.TimeoutExpired:
             continue
     else:
-        code = 1  # the farm is gone
-    _kill_group()  # whatever CMD forked goes with it
-    return code
+        _kill_group()  # the farm is gone
+    _kill_others()
+    return 128 - code if code < 0 else code  # killed by signal N: 128 + N, as shells report it
 
 
 if __name__ == "__main__":

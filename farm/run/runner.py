@@ -69,6 +69,7 @@ class PreparedSuite:
     steps: list[float | None]
     exact_refs: list[list[np.ndarray]] | None = None  # float64 exact semantics, where supported
     optimized_refs: list[list[np.ndarray]] | None = None  # TFLite: LiteRT's optimized kernels
+    reference_note: str | None = None  # what the reference is when it is not the usual one
 
 
 def prepare(suite: Suite, data_dir: Path) -> PreparedSuite:
@@ -78,8 +79,9 @@ def prepare(suite: Suite, data_dir: Path) -> PreparedSuite:
         path = suite.model.path
         model = ModelFiles(path.stem, path)
     if is_tflite(model.path):  # reference: LiteRT's reference kernels
-        ref = litert_reference(model.path, suite.inputs)
-        return PreparedSuite(suite, model, ref.feeds, ref.refs, ref.steps, optimized_refs=ref.optimized)
+        ref = litert_reference(model.path, suite.inputs, data_dir / "logs" / f"litert-{model.name}.log")
+        return PreparedSuite(suite, model, ref.feeds, ref.refs, ref.steps, optimized_refs=ref.optimized,
+                             reference_note=ref.note)
     proto = load_onnx(model.path)
     check_importable(proto, model.path)
     feeds = make_inputs(model_inputs(proto), suite.inputs)
@@ -256,6 +258,8 @@ class DeviceRun:
                 m = with_exact_semantics(m, compare(outputs, self.prep.exact_refs, self.prep.steps))
             if self.prep.optimized_refs is not None:
                 m = with_litert_optimized(m, compare(outputs, self.prep.optimized_refs, self.prep.steps))
+            if self.prep.reference_note:
+                m["reference"] = self.prep.reference_note
         except ValueError as e:
             self.result("correctness", "fail", kind="wrong-answer", reason=str(e))
             return
