@@ -287,7 +287,7 @@ def test_bad_tflite_is_one_line_error(content, what, tiny, tmp_path, write, caps
 
 
 def test_operator_tvm_cannot_import_is_one_line_error(tmp_path):
-    from farm.compile.int8.tflite import import_tflite
+    from farm.compile.int8.tflite_lower import import_tflite
     from farm.models.tflite_writer import OP, FlatModel
 
     m = FlatModel()
