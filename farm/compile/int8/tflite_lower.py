@@ -31,7 +31,7 @@ import numpy as np
 
 from farm.compile.int8 import tflite_arith, tflite_softmax
 from farm.compile.int8.fixedpoint import const, i64
-from farm.compile.int8.lower import AVG_POOL_SUM
+from farm.compile.int8.pools import AVG_POOL_SUM, window_counts
 from farm.errors import FarmError
 
 TO_NCHW, TO_NHWC = [0, 3, 1, 2], [0, 2, 3, 1]
@@ -338,8 +338,6 @@ def _tflite_avg_pool(bb, x, attrs, out_shape: list[int]):
     rounding half away from zero; the result in its uint8 form."""
     from tvm import relax
 
-    from farm.compile.int8.lower import _window_counts
-
     op = relax.op
     n, h, w, c = (int(d) for d in x.ty.shape)
     kh, kw = (int(k) for k in attrs.pool_size)
@@ -351,7 +349,7 @@ def _tflite_avg_pool(bb, x, attrs, out_shape: list[int]):
                                  groups=c, out_dtype="int32"), name_hint=AVG_POOL_SUM)
     total = bb.emit(op.subtract(total, const(np.int32(SHIFT * kh * kw))))
     oh, ow = out_shape[1], out_shape[2]
-    counts = _window_counts(h, w, (kh, kw), strides, dil, (t, left, b, r), (oh, ow)).astype(np.int64)
+    counts = window_counts(h, w, (kh, kw), strides, dil, (t, left, b, r), (oh, ow)).astype(np.int64)
     q = tflite_arith.rounded_div(bb, total, counts.reshape(1, 1, oh, ow), SHIFT * kh * kw)
     res = bb.emit(op.astype(op.minimum(op.maximum(op.add(q, i64(SHIFT)), i64(0)), i64(255)), "uint8"))
     return op.permute_dims(res, TO_NHWC)
