@@ -8,6 +8,7 @@ import pytest
 
 from farm.cli import main
 from farm.compile.int8 import tflite_arith as A
+from farm.compile.int8.qparams import OutGrid
 from farm.errors import FarmError
 from farm.models.tflite import read_tflite, run_litert, tflite_inputs
 from farm.models.tflite_builders import QGraph, _windows, mobilenet_v1, tflite_tiny
@@ -141,7 +142,7 @@ def test_relax_arithmetic_matches_its_twin():
     counts = rng.integers(1, 50, (1, 1, 4, 5))
     tot = (rng.integers(-128, 128, (2, 3, 4, 5)) * counts).astype(np.int32)
     tot[0, 0] = counts[0, 0] // 2 * np.where(counts[0, 0] % 2, 1, -1) * 3  # ties: ±1.5·n
-    out = (0.05, -7, -128, 127, "int8")
+    out = OutGrid(0.05, -7, -128, 127, "int8")
     bb = relax.BlockBuilder()
     xs = [relax.Var(n, relax.TensorType(v.shape, str(v.dtype)))
           for n, v in (("acc", acc), ("a", a8), ("b", b8), ("tot", tot))]
@@ -287,7 +288,7 @@ def test_bad_tflite_is_one_line_error(content, what, tiny, tmp_path, write, caps
 
 
 def test_operator_tvm_cannot_import_is_one_line_error(tmp_path):
-    from farm.compile.int8.tflite import import_tflite
+    from farm.compile.int8.tflite_lower import import_tflite
     from farm.models.tflite_writer import OP, FlatModel
 
     m = FlatModel()

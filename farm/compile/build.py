@@ -79,7 +79,7 @@ def lower_model(model_path: Path):
     from farm.compile.int8.lower import lower_int8
 
     if is_tflite(model_path):
-        from farm.compile.int8.tflite import cancel_transposes, import_tflite
+        from farm.compile.int8.tflite_lower import cancel_transposes, import_tflite
 
         mod, reasons = lower_int8(import_tflite(model_path), tflite=True)
         return cancel_transposes(mod), reasons

@@ -13,7 +13,8 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from farm.compile.int8.lower import AVG_POOL_SUM, INPUT_QUANTIZE
+from farm.compile.int8.lower import INPUT_QUANTIZE
+from farm.compile.int8.pools import AVG_POOL_SUM
 
 DOT_OPS = {"relax.nn.conv2d": "conv2d", "relax.matmul": "dense"}
 

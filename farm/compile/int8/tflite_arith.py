@@ -18,6 +18,7 @@ from __future__ import annotations
 import numpy as np
 
 from farm.compile.int8.fixedpoint import const, i64
+from farm.compile.int8.qparams import OutGrid
 
 ADD_LEFT_SHIFT = 20  # int8 ADD: inputs are scaled by 2^20 before their multipliers
 
@@ -149,13 +150,12 @@ def rounded_div(bb, total, count: np.ndarray, bound: int):
     return bb.emit(op.multiply(op.sign(total), mag))
 
 
-def add(bb, a, za: int, sa: float, b, zb: int, sb: float, out):
+def add(bb, a, za: int, sa: float, b, zb: int, sb: float, out: OutGrid):
     """int8 ADD as TFLite computes it: each input (minus its zero point) · 2^20 rescaled by
     s_in / (2·max(s_a, s_b)), summed, then rescaled by 2·max / (2^20 · s_out)."""
     from tvm import relax
 
     op = relax.op
-    so, zo, lo, hi, out_dtype = out
     twice_max = 2 * max(float(np.float32(sa)), float(np.float32(sb)))
     terms = []
     for x, z, s in ((a, za, sa), (b, zb, sb)):
@@ -163,8 +163,8 @@ def add(bb, a, za: int, sa: float, b, zb: int, sb: float, out):
         shifted = op.left_shift(op.subtract(op.astype(x, "int64"), i64(z)), i64(ADD_LEFT_SHIFT))
         terms.append(mbqm(bb, bb.emit(shifted), fixed, e))
     total = bb.emit(op.add(*terms))
-    return requantize(bb, total, np.asarray(twice_max / ((1 << ADD_LEFT_SHIFT) * float(np.float32(so)))),
-                      zo, lo, hi, out_dtype)
+    return requantize(bb, total, np.asarray(twice_max / ((1 << ADD_LEFT_SHIFT) * float(np.float32(out.scale)))),
+                      out.zero_point, out.lo, out.hi, out.dtype)
 
 
 def add_np(a, za: int, sa: float, b, zb: int, sb: float, so: float, zo: int, lo=-128, hi=127):
@@ -184,15 +184,15 @@ def mean_multiplier(sx: float, so: float, n: int) -> tuple[np.ndarray, np.ndarra
     return np.asarray((int(fixed) << shift) // n, dtype=np.int64), np.asarray(int(e) - shift, dtype=np.int64)
 
 
-def mean(bb, x, zx: int, sx: float, axes: list[int], keepdims: bool, n: int, out):
+def mean(bb, x, zx: int, sx: float, axes: list[int], keepdims: bool, n: int, out: OutGrid):
     """int8 MEAN: Σ(x - zx), then one MultiplyByQuantizedMultiplier by `mean_multiplier`."""
     from tvm import relax
 
     op = relax.op
-    so, zo, lo, hi, out_dtype = out
     total = bb.emit(op.subtract(op.sum(op.astype(x, "int32"), axis=axes, keepdims=keepdims),
                                 const(np.int32(n * zx))))
-    return saturate(bb, mbqm(bb, total, *mean_multiplier(sx, so, n)), zo, lo, hi, out_dtype)
+    return saturate(bb, mbqm(bb, total, *mean_multiplier(sx, out.scale, n)), out.zero_point, out.lo, out.hi,
+                    out.dtype)
 
 
 def mean_np(x, zx: int, sx: float, axes, so: float, zo: int, lo=-128, hi=127) -> np.ndarray:

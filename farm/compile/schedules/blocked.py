@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from farm.compile.int8.fixedpoint import ADD_ATTR, emit_add_like
+from farm.compile.rewrite import Rewrite, const_np, is_const, mutator, op_name
 from farm.compile.schedules.plan import Choice, Plan, TargetFeatures
 
 _ELEMWISE = ("relax.add", "relax.subtract", "relax.multiply", "relax.right_shift",
@@ -41,143 +43,161 @@ def blocks(choice: Choice | None, block: int) -> bool:
 def block_channels(mod, plan: Plan, report: list[str], contexts: dict[str, int] | None = None):
     """The module with blocked activations around every eligible conv (see module doc). With
     `contexts`, records each blocked conv's shape key → its input block (0: NCHW input)."""
-    import tvm
     from tvm import relax
 
-    from farm.compile.int8.fixedpoint import ADD_ATTR, emit_add_like
-    from farm.compile.schedules import conv_geometry, packed_conv
-    from farm.compile.schedules.conv import conv_shape
-
-    block = channel_block(plan.features)
-    Constant = tvm.ir.expr.Constant  # noqa: N806 - relax constants live in tvm.ir in 0.27
-    op = relax.op
-
-    def op_name(e) -> str:
-        return e.op.name if isinstance(e, relax.Call) and isinstance(e.op, tvm.ir.Op) else ""
-
-    @relax.expr_functor.mutator
-    class Blocker(relax.PyExprMutator):
-        def __init__(self, mod):
-            super().__init__(mod)
-            self.src = mod
-            self.blocked: dict = {}  # original var → its blocked twin
-            self.plain: dict = {}  # original var → NCHW var re-made from the blocked twin
-
-        def visit_var_binding_(self, binding) -> None:
-            new = None
-            if isinstance(binding.var, relax.DataflowVar):
-                if binding.value in self.blocked:  # an alias (var-to-var binding) of a blocked var
-                    self.blocked[binding.var] = self.blocked[binding.value]
-                    return
-                if isinstance(binding.value, relax.Call):
-                    new = self.blocked_form(binding.value)
-            if new is not None:
-                self.blocked[binding.var] = self.builder_.emit(new, name_hint=binding.var.name)
-                return
-            for v in relax.analysis.free_vars(binding.value):
-                self.nchw(v)
-            super().visit_var_binding_(binding)
-
-        def nchw(self, v):
-            """v as an expression of the new function (NCHW), re-made once if only blocked."""
-            if v not in self.blocked:
-                return self.visit_expr(v)
-            if v not in self.plain:
-                self.plain[v] = self.builder_.emit(op.layout_transform(
-                    self.blocked[v], lambda n, c, h, w, i: (n, c * block + i, h, w)),
-                    name_hint=v.name)
-                self.set_var_remap(v, self.plain[v])
-            return self.plain[v]
-
-        def as_blocked(self, e, channels: int):
-            """e in the blocked layout, or None: blocked vars, per-channel / scalar constants,
-            NCHW vars of the full shape (transformed)."""
-            if e in self.blocked:
-                return self.blocked[e]
-            shape = [int(d) for d in e.ty.shape] if hasattr(e.ty, "shape") and e.ty.shape is not None \
-                else None
-            if isinstance(e, Constant):
-                c = e.value.numpy()
-                if c.size == 1:
-                    return e
-                if c.ndim == 4 and c.shape[1] == channels and c.size == channels:
-                    blk = c.reshape(1, channels // block, block, 1, 1).transpose(0, 1, 3, 4, 2)
-                    return relax.const(np.ascontiguousarray(blk), str(c.dtype))
-                return None
-            if isinstance(e, relax.Var) and shape is not None and len(shape) == 4 \
-                    and shape[1] == channels:
-                return self.builder_.emit(op.layout_transform(
-                    self.nchw(e), lambda n, c, h, w: (n, c // block, h, w, c % block)))
-            return None
-
-        def blocked_form(self, value):
-            name = op_name(value)
-            if name == "relax.nn.conv2d":
-                return self.conv(value)
-            args = list(value.args)
-            if name == "relax.call_tir" and isinstance(args[1], relax.Tuple):
-                func = self.src[args[0]] if args[0] in self.src.functions else None
-                if func is None or func.attrs is None or ADD_ATTR not in func.attrs:
-                    return None
-                args = list(args[1].fields)
-            elif name not in _ELEMWISE and name not in ("relax.nn.pad", "relax.nn.max_pool2d"):
-                return None
-            if not any(a in self.blocked for a in args):
-                return None
-            channels = int(self.blocked_channels(args))
-            if name == "relax.nn.pad":
-                return self.pad(value, args)
-            if name == "relax.nn.max_pool2d":
-                return self.max_pool(value, args[0])
-            new = [self.as_blocked(a, channels) for a in args]
-            if any(a is None for a in new):
-                return None
-            if name == "relax.call_tir":
-                return emit_add_like(self.builder_, func.attrs[ADD_ATTR], *new)
-            return relax.Call(value.op, new, value.attrs)
-
-        def blocked_channels(self, args) -> int:
-            v = next(a for a in args if a in self.blocked)
-            return int(v.ty.shape[1])
-
-        def pad(self, value, args):
-            width = [int(w) for w in value.attrs.pad_width]
-            if len(width) != 8 or any(width[:4]):
-                return None
-            pad_value = args[1] if len(args) > 1 else value.attrs.pad_value
-            return op.nn.pad(self.blocked[args[0]], [*width, 0, 0], value.attrs.pad_mode, pad_value)
-
-        def max_pool(self, value, x):
-            a = value.attrs
-            if a.layout != "NCHW" or a.out_layout != "NCHW":
-                return None
-            return op.nn.max_pool2d(self.blocked[x], a.pool_size, a.strides, a.padding, a.dilation,
-                                    bool(a.ceil_mode), bool(a.count_include_pad),
-                                    layout=f"NCHW{block}c", out_layout=f"NCHW{block}c")
-
-        def conv(self, call):
-            shape = conv_shape(call)
-            if isinstance(shape, str) or shape.oc % block or shape.dtype not in ("uint8", "int8"):
-                return None
-            choice = plan.choose(shape)
-            if not blocks(choice, block):
-                return None
-            x = call.args[0]
-            in_block = block if x in self.blocked and shape.ic % block == 0 \
-                and not any(int(p) for p in call.attrs.padding) else 0
-            data = self.blocked[x] if in_block else self.nchw(x)
-            report.append(f"{shape.key()}: {choice.describe()} {blocked_label(block, in_block)}")
-            if contexts is not None:
-                contexts.setdefault(shape.key(), in_block)
-            pad, dil = conv_geometry(call)
-            return packed_conv(self.builder_, data, call.args[1].value.numpy(), shape, choice, pad, dil,
-                               in_block=in_block, out_block=block)
-
-    blocker = Blocker(mod)
+    blocker = Blocker(mod, plan, report, contexts)
+    m = mutator(mod, blocker)
     for gv, func in list(mod.functions.items()):
         if isinstance(func, relax.Function):
-            blocker.builder_.update_func(gv, blocker.visit_expr(func))
-    return relax.transform.DeadCodeElimination()(blocker.builder_.get())
+            blocker.bb.update_func(gv, m.visit_expr(func))
+    return relax.transform.DeadCodeElimination()(blocker.bb.get())
+
+
+class Blocker(Rewrite):
+    """The rewrite of `block_channels`, over all functions of `mod`."""
+
+    def __init__(self, mod, plan: Plan, report: list[str], contexts: dict[str, int] | None):
+        super().__init__({})
+        self.src = mod
+        self.plan, self.report, self.contexts = plan, report, contexts
+        self.block = channel_block(plan.features)
+        self.blocked: dict = {}  # original var → its blocked twin
+        self.plain: dict = {}  # original var → NCHW var re-made from the blocked twin
+
+    def binding(self, binding) -> bool:
+        from tvm import relax
+
+        new = None
+        if isinstance(binding.var, relax.DataflowVar):
+            if binding.value in self.blocked:  # an alias (var-to-var binding) of a blocked var
+                self.blocked[binding.var] = self.blocked[binding.value]
+                return True
+            if isinstance(binding.value, relax.Call):
+                new = self.blocked_form(binding.value)
+        if new is not None:
+            self.blocked[binding.var] = self.bb.emit(new, name_hint=binding.var.name)
+            return True
+        for v in relax.analysis.free_vars(binding.value):
+            self.nchw(v)
+        return False
+
+    def nchw(self, v):
+        """v as an expression of the new function (NCHW), re-made once if only blocked."""
+        from tvm.relax import op
+
+        if v not in self.blocked:
+            return self.visit(v)
+        if v not in self.plain:
+            block = self.block
+            self.plain[v] = self.bb.emit(op.layout_transform(
+                self.blocked[v], lambda n, c, h, w, i: (n, c * block + i, h, w)), name_hint=v.name)
+            self.mutator.set_var_remap(v, self.plain[v])
+        return self.plain[v]
+
+    def as_blocked(self, e, channels: int):
+        """e in the blocked layout, or None: blocked vars, per-channel / scalar constants,
+        NCHW vars of the full shape (transformed)."""
+        from tvm import relax
+        from tvm.relax import op
+
+        if e in self.blocked:
+            return self.blocked[e]
+        block = self.block
+        if is_const(e):
+            c = const_np(e)
+            if c.size == 1:
+                return e
+            if c.ndim == 4 and c.shape[1] == channels and c.size == channels:
+                blk = c.reshape(1, channels // block, block, 1, 1).transpose(0, 1, 3, 4, 2)
+                return relax.const(np.ascontiguousarray(blk), str(c.dtype))
+            return None
+        shape = [int(d) for d in e.ty.shape] if hasattr(e.ty, "shape") and e.ty.shape is not None else None
+        if isinstance(e, relax.Var) and shape is not None and len(shape) == 4 and shape[1] == channels:
+            return self.bb.emit(op.layout_transform(
+                self.nchw(e), lambda n, c, h, w: (n, c // block, h, w, c % block)))
+        return None
+
+    def blocked_form(self, value):
+        """The blocked form of a call with a blocked operand (None: it needs NCHW operands)."""
+        from tvm import relax
+
+        name = op_name(value)
+        if name == "relax.nn.conv2d":
+            return self.conv(value)
+        args, add_params = self.operands(value, name)
+        if args is None or not any(a in self.blocked for a in args):
+            return None
+        channels = self.blocked_channels(args)
+        if name == "relax.nn.pad":
+            return self.pad(value, args)
+        if name == "relax.nn.max_pool2d":
+            return self.max_pool(value, args[0])
+        new = [self.as_blocked(a, channels) for a in args]
+        if any(a is None for a in new):
+            return None
+        if add_params is not None:
+            return emit_add_like(self.bb, add_params, *new)
+        return relax.Call(value.op, new, value.attrs)
+
+    def operands(self, value, name: str):
+        """(operands, the add kernel's parameters or None) of an op the blocked layout flows
+        through; (None, None) for any other op."""
+        from tvm import relax
+
+        args = list(value.args)
+        if name == "relax.call_tir" and isinstance(args[1], relax.Tuple):
+            func = self.src[args[0]] if args[0] in self.src.functions else None
+            if func is None or func.attrs is None or ADD_ATTR not in func.attrs:
+                return None, None
+            return list(args[1].fields), func.attrs[ADD_ATTR]
+        if name in _ELEMWISE or name in ("relax.nn.pad", "relax.nn.max_pool2d"):
+            return args, None
+        return None, None
+
+    def blocked_channels(self, args) -> int:
+        v = next(a for a in args if a in self.blocked)
+        return int(v.ty.shape[1])
+
+    def pad(self, value, args):
+        from tvm.relax import op
+
+        width = [int(w) for w in value.attrs.pad_width]
+        if len(width) != 8 or any(width[:4]):
+            return None
+        pad_value = args[1] if len(args) > 1 else value.attrs.pad_value
+        return op.nn.pad(self.blocked[args[0]], [*width, 0, 0], value.attrs.pad_mode, pad_value)
+
+    def max_pool(self, value, x):
+        from tvm.relax import op
+
+        a = value.attrs
+        if a.layout != "NCHW" or a.out_layout != "NCHW":
+            return None
+        layout = f"NCHW{self.block}c"
+        return op.nn.max_pool2d(self.blocked[x], a.pool_size, a.strides, a.padding, a.dilation,
+                                bool(a.ceil_mode), bool(a.count_include_pad), layout=layout, out_layout=layout)
+
+    def conv(self, call):
+        from farm.compile.schedules import conv_geometry, packed_conv
+        from farm.compile.schedules.conv import conv_shape
+
+        block = self.block
+        shape = conv_shape(call)
+        if isinstance(shape, str) or shape.oc % block or shape.dtype not in ("uint8", "int8"):
+            return None
+        choice = self.plan.choose(shape)
+        if not blocks(choice, block):
+            return None
+        x = call.args[0]
+        in_block = block if x in self.blocked and shape.ic % block == 0 \
+            and not any(int(p) for p in call.attrs.padding) else 0
+        data = self.blocked[x] if in_block else self.nchw(x)
+        self.report.append(f"{shape.key()}: {choice.describe()} {blocked_label(block, in_block)}")
+        if self.contexts is not None:
+            self.contexts.setdefault(shape.key(), in_block)
+        pad, dil = conv_geometry(call)
+        return packed_conv(self.bb, data, call.args[1].value.numpy(), shape, choice, pad, dil,
+                           in_block=in_block, out_block=block)
 
 
 def blocked_label(block: int, in_block: int) -> str:
