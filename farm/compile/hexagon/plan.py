@@ -78,69 +78,85 @@ def _tensor_type(sinfo, what: str) -> tuple[tuple[int, ...], str]:
 
 def make_plan(mod) -> Plan:
     """Walk `main` of a legalized, fused Relax module into a Plan."""
-    import tvm
-    from tvm import relax
-
     main = mod["main"]
-    plan = Plan()
-    ids: dict = {}  # Var → tensor id, or list of ids for a tuple
-
-    def new(shape, dtype, kind, value=None) -> int:
-        plan.tensors.append(Tensor(tuple(shape), dtype, kind, value=value))
-        return len(plan.tensors) - 1
-
+    walk = _Walk()
     for p in main.params:
-        ids[p] = new(*_tensor_type(p.ty, f"input '{p.name}'"), "input")
-        plan.inputs.append(ids[p])
+        walk.ids[p] = walk.new(*_tensor_type(p.ty, f"input '{p.name}'"), "input")
+        walk.plan.inputs.append(walk.ids[p])
+    for block in main.body.blocks:
+        for binding in block.bindings:
+            walk.bind(binding.var, binding.value)
+    walk.plan.outputs = walk.tensors(main.body.body)
+    _assign_memory(walk.plan)
+    return walk.plan
 
-    def operand(e) -> int:
+
+class _Walk:
+    """The Plan being built and what each Relax variable of main holds: a tensor id, or a list of
+    ids for a tuple."""
+
+    def __init__(self):
+        self.plan = Plan()
+        self.ids: dict = {}
+
+    def new(self, shape, dtype, kind, value=None) -> int:
+        self.plan.tensors.append(Tensor(tuple(shape), dtype, kind, value=value))
+        return len(self.plan.tensors) - 1
+
+    def operand(self, e) -> int:
+        import tvm
+        from tvm import relax
+
         if isinstance(e, tvm.ir.Constant):
             arr = e.value.numpy()
-            return new(arr.shape, str(arr.dtype), "const", arr)
-        if isinstance(e, relax.Var) and isinstance(ids.get(e), int):
-            return ids[e]
+            return self.new(arr.shape, str(arr.dtype), "const", arr)
+        if isinstance(e, relax.Var) and isinstance(self.ids.get(e), int):
+            return self.ids[e]
         raise PlanError(f"unsupported operand {type(e).__name__} in main",
                         "the Hexagon executor takes tensors and constants as kernel arguments")
 
-    def tensors(e) -> list[int]:
+    def tensors(self, e) -> list[int]:
         """The tensors of a tensor or (nested) tuple expression, flattened in order."""
-        if isinstance(e, relax.Tuple):
-            return [t for f in e.fields for t in tensors(f)]
-        if isinstance(e, relax.Var) and isinstance(ids.get(e), list):
-            return ids[e]
-        return [operand(e)]
+        from tvm import relax
 
-    call_tir = tvm.ir.Op.get("relax.call_tir")
-    body = main.body
-    for block in body.blocks:
-        for binding in block.bindings:
-            value, var = binding.value, binding.var
-            if isinstance(value, relax.Var) and value in ids:  # plain alias
-                ids[var] = ids[value]
-                continue
-            if isinstance(value, relax.Tuple):  # tuples only group tensors: no copy
-                ids[var] = tensors(value)
-                continue
-            if isinstance(value, relax.TupleGetItem) and isinstance(ids.get(value.tuple_value), list):
-                ids[var] = ids[value.tuple_value][value.index]
-                continue
-            if not (isinstance(value, relax.Call) and value.op == call_tir):
-                op = getattr(value.op, "name", type(value).__name__) if isinstance(
-                    value, relax.Call) else type(value).__name__
-                raise PlanError(f"main calls '{op}', which the Hexagon executor cannot run",
-                                "only call_tir kernels run on the DSP; report the model")
-            func, args = value.args[0], value.args[1]
-            if len(value.args) > 2:
-                raise PlanError(f"call_tir to {func.name_hint} passes symbolic shape arguments",
-                                "the Hexagon executor needs static shapes")
-            arg_ids = [operand(a) for a in args.fields]
-            out_types = value.ty.fields if isinstance(value.ty, relax.TupleType) else [value.ty]
-            outs = [new(*_tensor_type(t, f"output of {func.name_hint}"), "act") for t in out_types]
-            ids[var] = outs if isinstance(value.ty, relax.TupleType) else outs[0]
-            plan.steps.append(Step(func.name_hint, arg_ids + outs))
-    plan.outputs = tensors(body.body)
-    _assign_memory(plan)
-    return plan
+        if isinstance(e, relax.Tuple):
+            return [t for f in e.fields for t in self.tensors(f)]
+        if isinstance(e, relax.Var) and isinstance(self.ids.get(e), list):
+            return self.ids[e]
+        return [self.operand(e)]
+
+    def bind(self, var, value) -> None:
+        from tvm import relax
+
+        if isinstance(value, relax.Var) and value in self.ids:  # plain alias
+            self.ids[var] = self.ids[value]
+        elif isinstance(value, relax.Tuple):  # tuples only group tensors: no copy
+            self.ids[var] = self.tensors(value)
+        elif isinstance(value, relax.TupleGetItem) and isinstance(self.ids.get(value.tuple_value), list):
+            self.ids[var] = self.ids[value.tuple_value][value.index]
+        else:
+            self.ids[var] = self.kernel(value)
+
+    def kernel(self, value) -> int | list[int]:
+        """A call_tir becomes one Step writing new activation tensors; anything else is refused."""
+        import tvm
+        from tvm import relax
+
+        if not (isinstance(value, relax.Call) and value.op == tvm.ir.Op.get("relax.call_tir")):
+            op = getattr(value.op, "name", type(value).__name__) if isinstance(
+                value, relax.Call) else type(value).__name__
+            raise PlanError(f"main calls '{op}', which the Hexagon executor cannot run",
+                            "only call_tir kernels run on the DSP; report the model")
+        func, args = value.args[0], value.args[1]
+        if len(value.args) > 2:
+            raise PlanError(f"call_tir to {func.name_hint} passes symbolic shape arguments",
+                            "the Hexagon executor needs static shapes")
+        arg_ids = [self.operand(a) for a in args.fields]
+        tupled = isinstance(value.ty, relax.TupleType)
+        outs = [self.new(*_tensor_type(t, f"output of {func.name_hint}"), "act")
+                for t in (value.ty.fields if tupled else [value.ty])]
+        self.plan.steps.append(Step(func.name_hint, arg_ids + outs))
+        return outs if tupled else outs[0]
 
 
 def _assign_memory(plan: Plan) -> None:
