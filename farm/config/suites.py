@@ -17,9 +17,6 @@ MAX_INPUT_BYTES = 1 << 30  # all input sets of a suite together, checked before 
 MAX_TIMEOUT = 7 * 24 * 3600.0  # a week: more is a typo, and overflows the clocks waiting on it
 
 
-FP32_CHECK = "latency-fp32"  # the float32 baseline's latency check (see Check)
-
-
 class Check(StrEnum):
     """The checks a suite plans on each device, in the order they run; the values are the
     check names in the results store."""
