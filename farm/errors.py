@@ -43,5 +43,7 @@ def error_line(e: BaseException, width: int = 300) -> str:
     lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
     if not lines:
         return type(e).__name__
-    line = lines[-1] if len(lines) > 1 and "Traceback" in lines[0] else lines[0]
+    # a traceback first, or a header such as TVM RPC's "Error caught from RPC call:": the cause is last
+    header = "Traceback" in lines[0] or lines[0].endswith(":")
+    line = lines[-1] if len(lines) > 1 and header else lines[0]
     return line[:width]

@@ -14,8 +14,12 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
+
+if TYPE_CHECKING:  # the plugin loads in every pytest run: farm itself only once it is enabled
+    from farm.results.states import RunState
 
 _KEY = "farm_session"
 
@@ -41,60 +45,46 @@ class CheckFailed(Exception):
 
 
 class FarmSession:
-    """This process's view: the (suite, device) pairs, and each pair's results once it has run."""
+    """This process's view: the engine's plan, and each pair's results once it has run."""
 
     def __init__(self, config: pytest.Config):
         from farm.config.devices import load_devices
         from farm.config.paths import default_path
-        from farm.config.suites import find_suite
-        from farm.models.registry import checked_suite
+        from farm.run.engine import pick
 
         self.data_dir = config.getoption("farm_data_dir") or Path(os.environ.get("FARM_HOME", ".farm"))
         registry = load_devices(config.getoption("farm_devices") or default_path("devices.yaml"))
-        wanted = config.getoption("farm_device")
-        only = {d.name for d in registry.select(wanted)} if wanted else None
-        self.pairs = []
-        for name in config.getoption("farm_suite"):
-            suite = checked_suite(find_suite(name, default_path("suites")))
-            devices = [d for d in registry.select(list(suite.devices)) if only is None or d.name in only]
-            self.pairs.append((suite, devices))
+        self.plan = pick(registry, config.getoption("farm_suite"), config.getoption("farm_device"))
         self.run_id: str | None = None
-        self.results: dict[tuple[str, str], dict] = {}
+        # (suite, device) → check → CheckResult, or the farm error that stopped the pair
+        self.results: dict[tuple[str, str], dict | str] = {}
 
-    def begin(self, command: str) -> str:
-        from farm.results.store import Store, default_db, new_run_id
-        from farm.run.runner import host_summary
+    def begin(self, command: str) -> None:
+        from farm.results.store import Store, default_db
+        from farm.run.engine import begin
 
-        self.run_id = new_run_id()
-        store = Store(default_db(self.data_dir))
-        try:
-            store.begin_run(self.run_id, command, host_summary())
-        finally:
-            store.close()
-        return self.run_id
+        with Store(default_db(self.data_dir)) as store:
+            self.run_id = begin(store, command, self.plan)
 
-    def finish(self, status: str) -> None:
+    def finish(self, status: RunState) -> None:
         from farm.results.store import Store, default_db
 
-        store = Store(default_db(self.data_dir))
-        try:
+        with Store(default_db(self.data_dir)) as store:
             store.finish_run(self.run_id, status)
-        finally:
-            store.close()
 
-    def outcome(self, suite, device) -> dict:
-        """check name → CheckResult of this pair, running the pair on first use."""
+    def outcome(self, suite, device) -> dict | str:
+        """check name → CheckResult of this pair (or the farm error that stopped it), running the
+        pair on first use."""
         from farm.errors import FarmError
-        from farm.run.runner import RunOptions, run
+        from farm.run.engine import run_share
 
         key = (suite.name, device.name)
         if key not in self.results:
-            opts = RunOptions(data_dir=self.data_dir, progress=lambda msg: None, run_id=self.run_id,
-                              log_dir=self.data_dir / "logs" / self.run_id / device.name)
             try:
-                self.results[key] = {r.check: r for r in run([(suite, [device])], opts).results}
+                outcome = run_share(self.run_id, device, [suite], self.data_dir, progress=lambda msg: None)
+                self.results[key] = {r.check: r for r in outcome.results}
             except FarmError as e:
-                self.results[key] = {"error": e.format()}
+                self.results[key] = e.format()
         return self.results[key]
 
 
@@ -106,9 +96,11 @@ class FarmItem(pytest.Item):
 
     def runtest(self) -> None:
         session: FarmSession = self.config.stash[_STASH]
+        from farm.results.states import Status
+
         results = session.outcome(self.suite, self.device)
-        if "error" in results and isinstance(results["error"], str):
-            raise CheckFailed(results["error"])
+        if isinstance(results, str):
+            raise CheckFailed(results)
         r = results.get(self.check)
         self.user_properties += [("device", self.device.name), ("target", self.device.target.describe()),
                                  ("emulated", self.device.emulated), ("run_id", session.run_id),
@@ -123,9 +115,9 @@ class FarmItem(pytest.Item):
 
             self.user_properties.append(("int8_fallbacks", len(fallbacks(r.metrics["lowering"]))))
         label = f"{r.kind}: {r.reason}" if r.kind else r.reason
-        if r.status == "skipped":
+        if r.status == Status.SKIPPED:
             pytest.skip(label)
-        if r.status != "pass":
+        if r.status != Status.PASS:
             from farm.report.logs import log_tail
 
             tail = log_tail(session.data_dir, session.run_id, self.device.name)
@@ -186,7 +178,9 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log):
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     farm = session.config.stash.get(_STASH, None)
     if farm is not None and getattr(session.config, "workerinput", None) is None and farm.run_id:
-        farm.finish("interrupted" if exitstatus == pytest.ExitCode.INTERRUPTED else "done")
+        from farm.results.states import RunState
+
+        farm.finish(RunState.INTERRUPTED if exitstatus == pytest.ExitCode.INTERRUPTED else RunState.DONE)
 
 
 def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool | None:
@@ -199,9 +193,9 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
     if not _enabled(config):
         return
 
-    for suite, devices in config.stash[_STASH].pairs:
+    for suite, devices in config.stash[_STASH].plan.pairs:
         for device in devices:
             for check in suite.checks():
-                items.append(FarmItem.from_parent(
-                    session, name=check, nodeid=f"farm/{device.name}/{suite.name}::{check}",
+                items.append(FarmItem.from_parent(  # xdist sends names as plain str, not Check
+                    session, name=str(check), nodeid=f"farm/{device.name}/{suite.name}::{check}",
                     suite=suite, device=device, check=check))

@@ -9,6 +9,8 @@ def test_error_line_picks_the_useful_line():
     assert error_line(ValueError("bad shape\n  more detail")) == "bad shape"
     tvm_like = RuntimeError("Traceback (most recent call last):\n  1: foo\n  0: bar\nTVMError: the cause")
     assert error_line(tvm_like) == "TVMError: the cause"
+    rpc = RuntimeError("RPCError: Error caught from RPC call:\n  File x.cc, line 3\nValueError: shape mismatch")
+    assert error_line(rpc) == "ValueError: shape mismatch"  # what runner._remote reports for a device
     assert error_line(RuntimeError("")) == "RuntimeError"  # str(e).splitlines()[0] raised IndexError here
     assert error_line(RuntimeError("   \n ")) == "RuntimeError"
     assert error_line(RuntimeError("x" * 500), width=40) == "x" * 40

@@ -14,7 +14,8 @@ import pytest
 from farm.config.devices import load_devices
 from farm.config.suites import load_suite
 from farm.results.store import Store
-from farm.run.runner import RunOptions, run
+from farm.run.engine import run
+from farm.run.runner import RunOptions
 from tests.conftest import HOST_ONLY, REPO
 
 FAST = """

@@ -15,7 +15,8 @@ from farm.config.devices import load_devices
 from farm.config.paths import REPO
 from farm.errors import ConfigError
 from farm.results.store import Store
-from farm.run.matrix import _record_lost, load_matrix
+from farm.run.engine import _record_lost
+from farm.run.matrix import load_matrix
 
 SUITES = REPO / "suites"
 

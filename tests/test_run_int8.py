@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from farm.config.suites import LatencySpec, ModelSpec, Suite
 from farm.report.table import HEADERS, device_rows, render_lowering
-from farm.run.runner import RunOptions, run
+from farm.run.engine import run
+from farm.run.runner import RunOptions
 
 
 def test_int8_suite_with_fp32_baseline(registry, tmp_path):

@@ -20,7 +20,8 @@ from farm.config.suites import find_suite, load_suite
 from farm.errors import ConfigError
 from farm.platform.host import host_info
 from farm.results.store import Store, default_db
-from farm.run.runner import RunOptions, run
+from farm.run.engine import run
+from farm.run.runner import RunOptions
 from farm.transports.local import ISA_FEATURES
 from farm.transports.ssh import _remote_path, canonical_arch
 from farm.transports.sshlink import Endpoint, connect

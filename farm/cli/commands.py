@@ -3,22 +3,20 @@
 from __future__ import annotations
 
 import argparse
-import json
-from pathlib import Path
 
 from tabulate import tabulate
 
 from farm.cli.report import report_file, report_text, write_output
-from farm.config.devices import Device, Registry, load_devices
+from farm.config.devices import load_devices
 from farm.config.paths import default_path
-from farm.config.suites import ModelSpec, Suite, find_suite
+from farm.config.suites import find_suite
 from farm.config.transports import TransportKind
-from farm.errors import ConfigError, DeviceFailure, FarmError
+from farm.errors import DeviceFailure, FarmError
 from farm.models.registry import checked_suite
-from farm.platform.targets import target_dict
 from farm.report.history import KEYWORDS, resolve_run
 from farm.results.store import Store, default_db
-from farm.run.runner import RunOptions, run, stderr_progress
+from farm.run.engine import pick, resume_plan, run
+from farm.run.runner import RunOptions, stderr_progress
 from farm.transports import make_transport
 from farm.transports.base import FarmContext
 from farm.transports.checks import check_devices
@@ -26,57 +24,20 @@ from farm.transports.embedded import Farm, running_farm, state_file, stop_detach
 from farm.transports.rpc import tracker_summary
 
 
-def _pairs(args, registry: Registry) -> list[tuple[Suite, list[Device]]]:
-    suites: list[Suite] = [checked_suite(find_suite(s, default_path("suites"))) for s in args.suite]
-    if args.model:
-        if not args.model.exists():
-            raise ConfigError(f"model file {args.model} does not exist", "check the path")
-        suites.append(Suite(name=args.model.stem, file=str(args.model),
-                            model=ModelSpec(path=args.model.resolve())))
-    if not suites:
-        raise ConfigError("nothing to run", "give --suite NAME or --model FILE.onnx")
-    pairs = []
-    for suite in suites:
-        devices = registry.select(list(suite.devices))
-        if args.device:
-            wanted = {d.name for d in registry.select(args.device)}
-            devices = [d for d in devices if d.name in wanted] or \
-                [d for d in registry.devices if d.name in wanted]
-        for d in devices:  # a target LLVM cannot take is a config error before any work starts
-            target_dict(d)
-        pairs.append((suite, devices))
-    return pairs
-
-
-def _resume_plan(args: argparse.Namespace) -> None:
-    """Replace the run's arguments by those recorded for the run being resumed."""
-    store = Store(default_db(args.data_dir))
-    try:  # last / previous / last-night name finished (here: interrupted) runs, as elsewhere
+def _resumed(args: argparse.Namespace) -> dict:
+    """The row of the run `--resume` names."""
+    with Store(default_db(args.data_dir)) as store:  # last / previous / last-night as elsewhere
         row = resolve_run(store, args.resume) if args.resume in KEYWORDS else store.run(args.resume)
-    finally:
-        store.close()
     if row is None:
         raise FarmError(f"no run '{args.resume}' to resume in {default_db(args.data_dir)}",
                         "give a run id from `farm report`")
-    if row["status"] == "done":
-        raise FarmError(f"run {row['id']} is already complete", "start a new run instead")
-    plan = json.loads(row["plan"] or "{}")
-    args.resume = row["id"]
-    args.suite, args.device = plan.get("suite", []), plan.get("device", [])
-    args.model = Path(plan["model"]) if plan.get("model") else None
-    args.devices = Path(plan.get("devices", args.devices))
+    return row
 
 
 def cmd_run(args: argparse.Namespace, command: str) -> int:
-    if args.resume:
-        _resume_plan(args)
-    registry = load_devices(args.devices)
-    pairs = _pairs(args, registry)
-    plan = {"suite": [str(find_suite(s, default_path("suites")).resolve()) for s in args.suite],
-            "model": str(args.model.resolve()) if args.model else None,
-            "device": args.device, "devices": str(Path(args.devices).resolve())}
-    outcome = run(pairs, RunOptions(data_dir=args.data_dir, command=command, plan=plan,
-                                    resume=args.resume))
+    plan = resume_plan(_resumed(args), args.devices) if args.resume else \
+        pick(load_devices(args.devices), args.suite, args.device, args.model)
+    outcome = run(plan, RunOptions(data_dir=args.data_dir, command=command))
     write_output(report_text(args.data_dir, outcome.run_id, args.format), None)
     return 0 if outcome.ok else 1
 
@@ -112,9 +73,8 @@ def cmd_devices(args: argparse.Namespace, command: str) -> int:
     ctx = _ctx(args)
     names = getattr(args, "name", None)
     devices = [registry.get(n) for n in names] if names else registry.devices
-    store = Store(default_db(args.data_dir))
-    health = store.health()
-    store.close()
+    with Store(default_db(args.data_dir)) as store:
+        health = store.health()
     rows = []
     for d in devices:
         avail = make_transport(d, ctx).availability()

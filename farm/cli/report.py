@@ -9,6 +9,7 @@ from pathlib import Path
 
 from tabulate import tabulate
 
+from farm.config.suites import Check
 from farm.errors import FarmError
 from farm.results.store import Store, default_db
 
@@ -33,7 +34,7 @@ def add_parsers(sub, common: argparse.ArgumentParser) -> None:
     history = sub.add_parser("history", parents=[common], help="one check's trend over the runs")
     history.add_argument("--suite", required=True)
     history.add_argument("--device", required=True)
-    history.add_argument("--check", default="latency")
+    history.add_argument("--check", default=Check.LATENCY)
     history.add_argument("--limit", type=int, default=30, help="newest N runs (default 30)")
 
 
@@ -49,15 +50,14 @@ def cmd_matrix(args: argparse.Namespace, command: str) -> int:
     from farm.config.devices import load_devices
     from farm.config.paths import default_path
     from farm.report.table import render
-    from farm.run.matrix import load_matrix, run_matrix
+    from farm.run.engine import run
+    from farm.run.matrix import load_matrix
+    from farm.run.runner import RunOptions
 
-    matrix = load_matrix(args.file, load_devices(args.devices), default_path("suites"))
-    outcome = run_matrix(matrix, args.data_dir, command)
-    store = Store(default_db(args.data_dir))
-    try:
+    plan = load_matrix(args.file, load_devices(args.devices), default_path("suites"))
+    outcome = run(plan, RunOptions(data_dir=args.data_dir, command=command))
+    with Store(default_db(args.data_dir)) as store:
         print(render(store.run(outcome.run_id), store.results(outcome.run_id), args.format))
-    finally:
-        store.close()
     return 0 if outcome.ok else 1
 
 
@@ -79,11 +79,8 @@ def _comparison(store: Store, base_spec: str, head_spec: str, **kw):
 def cmd_compare(args: argparse.Namespace, command: str) -> int:
     from farm.report.compare import render_comparison
 
-    store = _open(args.data_dir)
-    try:
+    with _open(args.data_dir) as store:
         cmp = _comparison(store, args.base, args.head, alpha=args.alpha, min_effect=args.min_effect)
-    finally:
-        store.close()
     print(render_comparison(cmp, args.format))
     return 1 if cmp.regressions else 0
 
@@ -91,11 +88,8 @@ def cmd_compare(args: argparse.Namespace, command: str) -> int:
 def cmd_history(args: argparse.Namespace, command: str) -> int:
     from farm.report.history import HISTORY_HEADERS, history_rows, series
 
-    store = _open(args.data_dir)
-    try:
+    with _open(args.data_dir) as store:
         points = series(store, args.suite, args.device, args.check, args.limit)
-    finally:
-        store.close()
     if not points:
         raise FarmError(f"no '{args.check}' results of suite '{args.suite}' on '{args.device}'",
                         "check the names with `farm report`")
@@ -116,8 +110,7 @@ def report_text(data_dir: Path, run_ref: str | None, fmt: str, *, lowering: bool
     from farm.report.junit import render_junit
     from farm.report.table import render, render_lowering
 
-    store = _open(data_dir)
-    try:
+    with _open(data_dir) as store:
         run = resolve_run(store, run_ref or "last")
         results = store.results(run["id"])
         if fmt == "junit":
@@ -129,8 +122,6 @@ def report_text(data_dir: Path, run_ref: str | None, fmt: str, *, lowering: bool
             cmp = _comparison(store, baseline, run["id"])
             base = store.results(cmp.base["id"])
         return render_html(store, run, results, data_dir, cmp, base)
-    finally:
-        store.close()
 
 
 def write_output(text: str, output: Path | None) -> None:

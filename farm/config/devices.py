@@ -67,12 +67,18 @@ class Registry:
         raise ConfigError(f"no device named '{name}' in {self.file}",
                           f"use one of: {', '.join(d.name for d in self.devices)}")
 
+    def unknown(self, selector: str) -> ConfigError | None:
+        """The error of a selector no device matches (callers add where it was written)."""
+        if any(d.matches(selector) for d in self.devices):
+            return None
+        return ConfigError(f"no device or tag '{selector}' in {self.file}",
+                           f"use one of: {', '.join(d.name for d in self.devices)}")
+
     def select(self, selectors: list[str]) -> list[Device]:
         """Devices matching any selector (name, tag or 'all'), in registry order."""
         for s in selectors:
-            if not any(d.matches(s) for d in self.devices):
-                raise ConfigError(f"no device or tag '{s}' in {self.file}",
-                                  f"use one of: {', '.join(d.name for d in self.devices)}")
+            if error := self.unknown(s):
+                raise error
         return [d for d in self.devices if any(d.matches(s) for s in selectors)]
 
 

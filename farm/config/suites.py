@@ -4,17 +4,27 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field, fields, replace
+from enum import StrEnum
 from pathlib import Path
 
 from farm.config.schema import Node, given
 from farm.config.yamlsrc import load_yaml
 from farm.errors import ConfigError
 
-FP32_CHECK = "latency-fp32"  # the float32 baseline's latency check
 DTYPE_BYTES = {"float32": 4, "float16": 2, "uint8": 1, "int8": 1, "int32": 4, "int64": 8}
 MAX_INPUT_SETS = 10_000
 MAX_INPUT_BYTES = 1 << 30  # all input sets of a suite together, checked before any is made
 MAX_TIMEOUT = 7 * 24 * 3600.0  # a week: more is a typo, and overflows the clocks waiting on it
+
+
+class Check(StrEnum):
+    """The checks a suite plans on each device, in the order they run; the values are the
+    check names in the results store."""
+
+    COMPILE = "compile"
+    CORRECTNESS = "correctness"
+    LATENCY = "latency"
+    LATENCY_FP32 = "latency-fp32"  # the float32 baseline's latency
 
 
 @dataclass(frozen=True)
@@ -88,11 +98,11 @@ class Suite:
     fp32_baseline: bool = True  # also time the float32 network on the same device
     fp32_baseline_emulated: bool = False  # ... on emulated devices too (slow, emulator timing)
 
-    def checks(self) -> list[str]:
+    def checks(self) -> list[Check]:
         """The checks a run of this suite records on each device, in order."""
         latency = self.latency.enabled
-        return ["compile", "correctness"] + (["latency"] if latency else []) + \
-            ([FP32_CHECK] if latency and self.fp32_baseline else [])
+        return [Check.COMPILE, Check.CORRECTNESS] + ([Check.LATENCY] if latency else []) + \
+            ([Check.LATENCY_FP32] if latency and self.fp32_baseline else [])
 
 
 def _model(node: Node, base: Path) -> ModelSpec:

@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from farm.results.states import Status
 from farm.results.store import CheckResult
 
 ALPHA = 0.01  # significance level of the U test
@@ -110,7 +111,7 @@ def compare_runs(base_run: dict, base: list[CheckResult], head_run: dict, head: 
             continue  # new in head: nothing to compare with
         add = _adder(out, r)
         _status(b, r, add)
-        if b.status == r.status == "pass":
+        if b.status == r.status == Status.PASS:
             if _is_latency(b) and _is_latency(r):
                 d = latency_verdict(b.metrics["samples"], r.metrics["samples"], alpha, min_effect,
                                     (drift or {}).get(key))
@@ -121,7 +122,7 @@ def compare_runs(base_run: dict, base: list[CheckResult], head_run: dict, head: 
             _correctness(b.metrics, r.metrics, add)
         _lowering(b.metrics.get("lowering"), r.metrics.get("lowering"), add)
     for (device, suite, check), b in old.items():
-        if b.status != "skipped":
+        if b.status != Status.SKIPPED:
             out.changes.append(Change(device, suite, check, "missing",
                                       f"was {b.status} in {base_run['id']}, absent from {head_run['id']}",
                                       False))
@@ -138,9 +139,9 @@ def _status(b: CheckResult, r: CheckResult, add) -> None:
     if b.status == r.status:
         return
     why = f": {r.reason}" if r.reason else ""
-    if b.status == "pass" and r.status in ("fail", "error"):
+    if b.status == Status.PASS and r.status in (Status.FAIL, Status.ERROR):
         add("status", f"broke: pass → {r.status}{why}", True)
-    elif r.status == "pass":
+    elif r.status == Status.PASS:
         add("status", f"fixed: {b.status} → pass", False)
     else:  # to or from skipped: worth saying, not a regression of the code
         add("status", f"{b.status} → {r.status}{why}", False)

@@ -9,7 +9,9 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+from farm.config.suites import Check
 from farm.errors import FarmError
+from farm.results.states import Status
 from farm.results.store import Store
 
 KEYWORDS = ("last", "previous", "last-night")
@@ -62,7 +64,7 @@ class Point:
     metrics: dict[str, Any]
 
 
-def series(store: Store, suite: str, device: str, check: str = "latency",
+def series(store: Store, suite: str, device: str, check: str = Check.LATENCY,
            limit: int = 30, until: float | None = None) -> list[Point]:
     """The check's results in finished runs (plus the run `until` names, by start time), oldest first."""
     rows = store.db.execute(
@@ -86,7 +88,7 @@ def drift(points: list[Point]) -> float | None:
     """Relative run-to-run spread of the median over passing runs: a robust standard deviation
     (1.4826 × MAD) of the log medians; None with fewer than MIN_HISTORY runs."""
     logs = sorted(math.log(p.metrics["median"]) for p in points
-                  if p.status == "pass" and p.metrics.get("median", 0) > 0)
+                  if p.status == Status.PASS and p.metrics.get("median", 0) > 0)
     if len(logs) < MIN_HISTORY:
         return None
     mid = logs[len(logs) // 2]
@@ -111,7 +113,7 @@ def history_rows(points: list[Point]) -> list[list[str]]:
     """Table rows of a latency (or any) series; 'change' is the median against the previous run."""
     rows, prev = [], None
     for p in points:
-        median = p.metrics.get("median") if p.status == "pass" else None
+        median = p.metrics.get("median") if p.status == Status.PASS else None
         change = f"{median / prev - 1:+.1%}" if median and prev else ""
         rows.append([p.run["id"], dt.datetime.fromtimestamp(p.run["started"]).strftime("%Y-%m-%d %H:%M"),
                      p.run["git_commit"] or "-", p.status + (f" ({p.reason})" if p.reason else ""),

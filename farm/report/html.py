@@ -18,6 +18,7 @@ from farm.report.history import series
 from farm.report.logs import log_tail
 from farm.report.lowering import summary_cell
 from farm.report.table import HEADERS, device_rows
+from farm.results.states import Status
 from farm.results.store import CheckResult, Store
 
 HISTORY_RUNS = 30
@@ -59,7 +60,7 @@ def distribution_plot(suite: str, head: list[CheckResult], base: list[CheckResul
     from matplotlib.figure import Figure
 
     base_by = {r.device: r for r in base or [] if r.suite == suite and "samples" in r.metrics}
-    rows = [r for r in head if r.suite == suite and "samples" in r.metrics and r.status == "pass"]
+    rows = [r for r in head if r.suite == suite and "samples" in r.metrics and r.status == Status.PASS]
     if not rows:
         return ""
     data, labels, colors = [], [], []
@@ -97,7 +98,7 @@ def trend_plot(store: Store, suite: str, devices: list[str], check: str, until: 
     drawn = False
     for device in devices:
         pts = [p for p in series(store, suite, device, check, HISTORY_RUNS, until)
-               if p.status == "pass" and "median" in p.metrics]
+               if p.status == Status.PASS and "median" in p.metrics]
         if not pts:
             continue
         when = [dt.datetime.fromtimestamp(p.run["started"]) for p in pts]
@@ -123,7 +124,7 @@ def _li(c: Change) -> str:
 
 
 def _summary(cmp: Comparison | None, results: list[CheckResult]) -> str:
-    counts = {s: sum(r.status == s for r in results) for s in ("pass", "fail", "error", "skipped")}
+    counts = {s: sum(r.status == s for r in results) for s in Status}
     line = ", ".join(f"{_cls(s)} {n}" for s, n in counts.items())
     out = [f'<div class="box"><b>checks</b>: {line}</div>']
     if cmp is None:
@@ -165,14 +166,14 @@ def _lowering(results: list[CheckResult]) -> str:
 
 
 def _failures(results: list[CheckResult], data_dir: Path, run_id: str) -> str:
-    bad = [r for r in results if r.status != "pass"]
+    bad = [r for r in results if r.status != Status.PASS]
     if not bad:
         return ""
     parts, tails = ["<h3>failures and skips</h3>"], {}
     rows = [[r.device, r.check, _cls(r.status), escape(r.kind or ""), escape(r.reason)] for r in bad]
     parts.append(_table(["device", "check", "status", "kind", "reason"], rows, raw_cols=(0, 1, 2, 3, 4)))
     for r in bad:
-        if r.status in ("fail", "error") and r.device not in tails:
+        if r.status in (Status.FAIL, Status.ERROR) and r.device not in tails:
             tails[r.device] = log_tail(data_dir, run_id, r.device)
             if tails[r.device]:
                 parts.append(f"<p>log tail of {escape(r.device)}</p><pre>{escape(tails[r.device])}</pre>")

@@ -6,9 +6,11 @@ from __future__ import annotations
 import xml.etree.ElementTree as ET
 from collections import defaultdict
 
+from farm.config.suites import Check
+from farm.results.states import Status
 from farm.results.store import CheckResult
 
-_TAG = {"fail": "failure", "error": "error", "skipped": "skipped"}
+_TAG = {Status.FAIL: "failure", Status.ERROR: "error", Status.SKIPPED: "skipped"}
 
 
 def render_junit(run: dict, results: list[CheckResult]) -> str:
@@ -17,12 +19,12 @@ def render_junit(run: dict, results: list[CheckResult]) -> str:
         suites[r.suite].append(r)
     root = ET.Element("testsuites", name=f"farm run {run['id']}")
     for name, rs in suites.items():
-        counts = {s: sum(r.status == s for r in rs) for s in ("fail", "error", "skipped")}
+        counts = {s: sum(r.status == s for r in rs) for s in _TAG}
         ts = ET.SubElement(root, "testsuite", name=name, tests=str(len(rs)),
-                           failures=str(counts["fail"]), errors=str(counts["error"]),
-                           skipped=str(counts["skipped"]))
+                           failures=str(counts[Status.FAIL]), errors=str(counts[Status.ERROR]),
+                           skipped=str(counts[Status.SKIPPED]))
         for r in rs:
-            fresh = r.check == "compile" and not r.metrics.get("cached")
+            fresh = r.check == Check.COMPILE and not r.metrics.get("cached")
             seconds = r.metrics.get("compile_seconds", 0.0) if fresh else 0.0
             tc = ET.SubElement(ts, "testcase", classname=f"farm.{name}.{r.device}", name=r.check,
                                time=f"{seconds:.3f}")

@@ -7,8 +7,10 @@ from collections import defaultdict
 
 from tabulate import tabulate
 
+from farm.config.suites import Check
 from farm.report.lowering import render as render_report
 from farm.report.lowering import summary_cell
+from farm.results.states import Status
 from farm.results.store import CheckResult, result_dict
 
 HEADERS = ["device", "target", "transport", "compile", "int8", "correctness", "max LSB", "exact",
@@ -35,14 +37,14 @@ def device_rows(results: list[CheckResult]) -> dict[str, list[list[str]]]:
 
 def _row(device: str, checks: dict[str, CheckResult]) -> list[str]:
     any_r = next(iter(checks.values()))
-    comp, corr, lat = checks.get("compile"), checks.get("correctness"), checks.get("latency")
-    fp32 = checks.get("latency-fp32")
+    comp, corr, lat = checks.get(Check.COMPILE), checks.get(Check.CORRECTNESS), checks.get(Check.LATENCY)
+    fp32 = checks.get(Check.LATENCY_FP32)
     notes: list[str] = []
     if any_r.emulated:
         notes.append("emulated")
     compile_cell = ""
     if comp:
-        if comp.status == "pass":
+        if comp.status == Status.PASS:
             secs = comp.metrics.get("compile_seconds", 0)
             compile_cell = "cached" if comp.metrics.get("cached") else f"{secs:.1f} s"
         else:
@@ -53,11 +55,11 @@ def _row(device: str, checks: dict[str, CheckResult]) -> list[str]:
             reasons.append(r.reason)
     notes.extend(reasons)
     cm = corr.metrics if corr else {}
-    lm = lat.metrics if lat and lat.status == "pass" else {}
+    lm = lat.metrics if lat and lat.status == Status.PASS else {}
     if lm.get("unit", "s") != "s":  # a simulator's count of work, not a time: no ms columns
         notes.append(f"{lm['median']:,.0f} {lm['unit']} per inference (simulated)")
         lm = {}
-    fm = fp32.metrics if fp32 and fp32.status == "pass" else {}
+    fm = fp32.metrics if fp32 and fp32.status == Status.PASS else {}
     if fm.get("unit", "s") != "s":
         notes.append(f"fp32 {fm['median']:,.0f} {fm['unit']}")
     fp32_ms = fm["median"] * 1e3 if fm and fm.get("unit", "s") == "s" else None
@@ -96,7 +98,7 @@ def render_lowering(results: list[CheckResult]) -> str:
     """The full int8 lowering report of every compiled (suite, device) of a run."""
     parts = []
     for r in results:
-        report = r.metrics.get("lowering") if r.check == "compile" else None
+        report = r.metrics.get("lowering") if r.check == Check.COMPILE else None
         if report:
             parts.append(f"\nlowering {r.suite} on {r.device}:\n" + render_report(report))
     return "".join(parts) or "\n(no lowering reports in this run)"

@@ -14,7 +14,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from farm.config.devices import Device
+from farm.config.suites import Check
 from farm.errors import FarmError
+from farm.results.states import Health, RunState, Status
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
@@ -48,13 +51,10 @@ CREATE TABLE IF NOT EXISTS health (
     device TEXT PRIMARY KEY,
     run_id TEXT,
     checked REAL NOT NULL,
-    status TEXT NOT NULL,  -- ok | quarantined | unavailable
+    status TEXT NOT NULL,  -- states.Health
     reason TEXT NOT NULL DEFAULT ''
 );
 """
-
-STATUSES = ("pass", "fail", "error", "skipped")
-
 
 @dataclass
 class CheckResult:
@@ -63,14 +63,20 @@ class CheckResult:
 
     device: str
     suite: str
-    check: str  # compile | correctness | latency | ...
-    status: str  # pass | fail | error | skipped
-    kind: str | None = None
+    check: Check | str  # a Check; any string from a database a newer farm wrote
+    status: Status
+    kind: str | None = None  # a states.Kind
     reason: str = ""
     metrics: dict[str, Any] = field(default_factory=dict)
     target: str = ""
     transport: str = ""
     emulated: bool = False
+
+    @classmethod
+    def of(cls, device: Device, suite: str, check: Check, status: Status, **kw) -> CheckResult:
+        """A result of `device`, which it describes (target, transport, emulated)."""
+        return cls(device=device.name, suite=suite, check=check, status=status, target=device.target.describe(),
+                   transport=device.transport.describe(), emulated=device.emulated, **kw)
 
 
 def new_run_id() -> str:
@@ -170,6 +176,12 @@ class Store:
     def close(self) -> None:
         self.db.close()
 
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
     def begin_run(self, run_id: str, command: str, host: dict[str, str], plan: dict | None = None) -> None:
         import tvm
 
@@ -182,9 +194,9 @@ class Store:
 
     def reopen_run(self, run_id: str) -> None:
         with self.db:
-            self.db.execute("UPDATE runs SET status = 'running', finished = NULL WHERE id = ?", (run_id,))
+            self.db.execute("UPDATE runs SET status = ?, finished = NULL WHERE id = ?", (RunState.RUNNING, run_id))
 
-    def set_health(self, device: str, run_id: str, status: str, reason: str = "") -> None:
+    def set_health(self, device: str, run_id: str, status: Health, reason: str = "") -> None:
         with self.db:
             self.db.execute("INSERT OR REPLACE INTO health VALUES (?, ?, ?, ?, ?)",
                             (device, run_id, time.time(), status, reason))
@@ -192,15 +204,14 @@ class Store:
     def health(self) -> dict[str, dict[str, Any]]:
         return {r["device"]: dict(r) for r in self.db.execute("SELECT * FROM health")}
 
-    def finish_run(self, run_id: str, status: str) -> None:
+    def finish_run(self, run_id: str, status: RunState) -> None:
         with self.db:
             self.db.execute("UPDATE runs SET finished = ?, status = ? WHERE id = ?",
                             (time.time(), status, run_id))
 
     def record(self, run_id: str, r: CheckResult) -> None:
         """Insert or replace one check's result in its own transaction."""
-        if r.status not in STATUSES:
-            raise ValueError(f"bad status {r.status}")
+        Status(r.status)  # ValueError on anything else
         with self.db:
             self.db.execute(
                 "INSERT OR REPLACE INTO results (run_id, device, suite, check_name, status, kind, "
@@ -229,7 +240,7 @@ class Store:
         rows = self.db.execute("SELECT * FROM results WHERE run_id = ? ORDER BY rowid",
                                (run_id,)).fetchall()
         return [CheckResult(device=r["device"], suite=r["suite"], check=r["check_name"],
-                            status=r["status"], kind=r["kind"], reason=r["reason"],
+                            status=Status(r["status"]), kind=r["kind"], reason=r["reason"],
                             metrics=json.loads(r["metrics"]), target=r["target"] or "",
                             transport=r["transport"] or "", emulated=bool(r["emulated"]))
                 for r in rows]

@@ -4,14 +4,11 @@ device, recorded as its own check with the int8/fp32 latency ratio."""
 from __future__ import annotations
 
 from farm.compile.build import Artifact
-from farm.config.suites import FP32_CHECK
 from farm.run.metrics import LatencyStats
-
-CHECK = FP32_CHECK
 
 
 def time_fp32(session, art: Artifact, inputs: list, latency, int8_median: float | None) -> dict:
-    """Load and time the float32 library: the metrics of CHECK, with the int8/fp32 ratio."""
+    """Load and time the float32 library: the metrics of Check.LATENCY_FP32, with the int8/fp32 ratio."""
     model = session.load(art.lib)
     stats = LatencyStats.of(model.time(inputs, latency))
     ratio = int8_median / stats.median if int8_median and stats.median > 0 else None

@@ -1,13 +1,13 @@
-"""Runs suites on devices: compile → bring up → correctness → latency. Every outcome is data
-(a CheckResult with a kind), committed to the store as soon as it is known; a failing device is
-retried, then quarantined for the rest of the run."""
+"""All checks of one suite on one device: compile → bring up → correctness → latency. Every
+outcome is data (a CheckResult with a kind), committed to the store as soon as it is known; a
+failing device is retried, then quarantined for the rest of the run. farm.run.engine drives it."""
 
 from __future__ import annotations
 
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -15,15 +15,15 @@ import numpy as np
 from farm.compile.build import Artifact, check_importable
 from farm.compile.worker import compile_isolated
 from farm.config.devices import Device
-from farm.config.suites import Suite, Timeouts
-from farm.errors import DeviceFailure, FarmError
+from farm.config.suites import Check, Suite, Timeouts
+from farm.errors import DeviceFailure, FarmError, error_line
 from farm.models.exact_reference import exact_outputs, with_exact_semantics
 from farm.models.fp32 import fp32_model
 from farm.models.reference import make_inputs, model_inputs, output_steps, run_reference
-from farm.models.registry import ModelFiles, build_builtin, load_onnx, reference_name
+from farm.models.registry import ModelFiles, build_builtin, load_onnx
 from farm.models.tflite import is_tflite, litert_reference, with_litert_optimized
-from farm.platform.host import INTERESTING, host_info
-from farm.results.store import CheckResult, Store, default_db, new_run_id
+from farm.results.states import Health, Kind, Status
+from farm.results.store import CheckResult, Store
 from farm.run import baseline
 from farm.run.metrics import LatencyStats, compare, judge
 from farm.run.watchdog import bounded
@@ -41,21 +41,9 @@ class RunOptions:
     data_dir: Path = Path(".farm")
     progress: Progress = stderr_progress
     command: str = ""
-    plan: dict = field(default_factory=dict)  # what was asked, stored for --resume
-    resume: str | None = None  # continue this run id instead of starting a new one
     # join a run begun by the caller (farm matrix / pytest workers), who also finishes it
     run_id: str | None = None
     log_dir: Path | None = None  # default: <data_dir>/logs/<run_id>
-
-
-@dataclass
-class RunOutcome:
-    run_id: str
-    results: list[CheckResult] = field(default_factory=list)
-
-    @property
-    def ok(self) -> bool:
-        return all(r.status in ("pass", "skipped") for r in self.results)
 
 
 @dataclass
@@ -90,33 +78,33 @@ def prepare(suite: Suite, data_dir: Path) -> PreparedSuite:
 
 
 class Session:
-    """One run's bookkeeping: records results, remembers quarantined devices."""
+    """One run's bookkeeping in this process: records results, remembers quarantined devices."""
 
-    def __init__(self, store: Store, run_id: str, opts: RunOptions):
-        self.store, self.run_id, self.opts = store, run_id, opts
-        self.outcome = RunOutcome(run_id)
+    def __init__(self, store: Store, run_id: str, opts: RunOptions, resumed: bool):
+        self.store, self.run_id, self.opts, self.resumed = store, run_id, opts, resumed
+        self.results: list[CheckResult] = []
         self.quarantined: dict[str, str] = {}
 
     def record(self, r: CheckResult) -> CheckResult:
         self.store.record(self.run_id, r)
-        self.outcome.results.append(r)
+        self.results.append(r)
         detail = f" ({r.kind}: {r.reason})" if r.reason else ""
         self.opts.progress(f"[{r.device}] {r.suite} {r.check}: {r.status}{detail}")
         return r
 
     def latency_median(self, device: str, suite: str) -> float | None:
-        for r in reversed(self.outcome.results):
-            if (r.device, r.suite, r.check, r.status) == (device, suite, "latency", "pass"):
+        for r in reversed(self.results):
+            if (r.device, r.suite, r.check, r.status) == (device, suite, Check.LATENCY, Status.PASS):
                 return r.metrics["median"]
         return None
 
     def recorded(self, device: str, suite: str) -> set[str]:
         """Checks of the pair that an earlier attempt of this run (--resume) recorded, errors
         excluded: those are not run again."""
-        if not self.opts.resume:
+        if not self.resumed:
             return set()
         return {r.check for r in self.store.results(self.run_id)
-                if r.device == device and r.suite == suite and r.status != "error"}
+                if r.device == device and r.suite == suite and r.status != Status.ERROR}
 
     def finished(self, device: str, suite: Suite) -> bool:
         """True when every check the suite plans for the device is recorded, none of them an error."""
@@ -131,53 +119,61 @@ class DeviceRun:
         self.timeouts: Timeouts = prep.suite.timeouts.merged(device.timeouts)
         spec = prep.suite.latency
         self.latency = replace(spec, repeat=spec.emulated_repeat) if device.emulated else spec
-        self.checks = prep.suite.checks()[1:]  # compile is recorded on its own
+        # compile is recorded on its own, before the device is brought up
+        self.checks = [c for c in prep.suite.checks() if c != Check.COMPILE]
         self.fp32: Artifact | None = None
         # checks an earlier attempt of a resumed run finished (compile is always redone: the
         # artifact is needed, and the cache makes it cheap)
-        self.done: set[str] = session.recorded(device.name, prep.suite.name) - {"compile"}
+        self.done: set[str] = session.recorded(device.name, prep.suite.name) - {Check.COMPILE}
 
-    def result(self, check: str, status: str, **kw) -> CheckResult:
-        d = self.device
+    def result(self, check: Check, status: Status, **kw) -> CheckResult:
         self.done.add(check)
-        return self.session.record(CheckResult(
-            device=d.name, suite=self.prep.suite.name, check=check, status=status,
-            target=d.target.describe(), transport=d.transport.describe(), emulated=d.emulated, **kw))
+        return self.session.record(CheckResult.of(self.device, self.prep.suite.name, check, status, **kw))
 
-    def fail_pending(self, status: str, kind: str, reason: str) -> None:
+    def fail_pending(self, status: Status, kind: str, reason: str) -> None:
         for check in self.checks:
             if check not in self.done:
                 self.result(check, status, kind=kind, reason=reason)
 
     def __call__(self) -> None:
-        name, progress = self.device.name, self.session.opts.progress
+        name = self.device.name
         if name in self.session.quarantined:
-            self.result("compile", "skipped", kind="quarantined", reason=self.session.quarantined[name])
-            self.fail_pending("error", "quarantined", self.session.quarantined[name])
+            reason = self.session.quarantined[name]
+            self.result(Check.COMPILE, Status.SKIPPED, kind=Kind.QUARANTINED, reason=reason)
+            self.fail_pending(Status.ERROR, Kind.QUARANTINED, reason)
             return
         avail = self.farm.transport(self.device).availability()
         art = self.compile()
         if art is None:
             return
         if not avail.runnable:
-            self.fail_pending("skipped", "unavailable", avail.reason)
-            self.session.store.set_health(name, self.session.run_id, "unavailable", avail.reason)
+            self.fail_pending(Status.SKIPPED, Kind.UNAVAILABLE, avail.reason)
+            self.session.store.set_health(name, self.session.run_id, Health.UNAVAILABLE, avail.reason)
             return
-        if baseline.CHECK in self.checks and baseline.CHECK not in self.done:
-            if self.device.emulated and not self.prep.suite.fp32_baseline_emulated:
-                self.result(baseline.CHECK, "skipped", kind="unavailable",
-                            reason="no fp32 baseline on emulated devices (suite: fp32_baseline_emulated)")
-            else:
-                self.fp32 = self.compile_fp32()
-            if self.fp32 is not None and self.fp32.key == art.key:  # same artifact: nothing to compare
-                self.fp32 = None
-                self.result(baseline.CHECK, "skipped", kind="unavailable",
-                            reason="the model has no quantized operators: it computes in float already, "
-                                   "so it is its own fp32 baseline")
+        if Check.LATENCY_FP32 in self.checks and Check.LATENCY_FP32 not in self.done:
+            self.prepare_fp32(art)
+        self.attempts(art)
+
+    def prepare_fp32(self, art: Artifact) -> None:
+        """Compile the fp32 baseline, or record why there is none."""
+        if self.device.emulated and not self.prep.suite.fp32_baseline_emulated:
+            self.result(Check.LATENCY_FP32, Status.SKIPPED, kind=Kind.UNAVAILABLE,
+                        reason="no fp32 baseline on emulated devices (suite: fp32_baseline_emulated)")
+        else:
+            self.fp32 = self.compile_fp32()
+        if self.fp32 is not None and self.fp32.key == art.key:  # same artifact: nothing to compare
+            self.fp32 = None
+            self.result(Check.LATENCY_FP32, Status.SKIPPED, kind=Kind.UNAVAILABLE,
+                        reason="the model has no quantized operators: it computes in float already, "
+                               "so it is its own fp32 baseline")
+
+    def attempts(self, art: Artifact) -> None:
+        """The device's checks, retried after a device failure, then quarantined."""
+        name, progress = self.device.name, self.session.opts.progress
         for attempt in range(self.device.retries + 1):
             try:
                 self.attempt(art)
-                self.session.store.set_health(name, self.session.run_id, "ok")
+                self.session.store.set_health(name, self.session.run_id, Health.OK)
                 return
             except DeviceFailure as e:
                 self.farm.stop(self.device)
@@ -188,8 +184,8 @@ class DeviceRun:
                     continue
                 reason = f"{e} (after {attempt + 1} attempts; quarantined for the rest of the run)"
                 self.session.quarantined[name] = reason
-                self.session.store.set_health(name, self.session.run_id, "quarantined", reason)
-                self.fail_pending("error", e.kind, reason)
+                self.session.store.set_health(name, self.session.run_id, Health.QUARANTINED, reason)
+                self.fail_pending(Status.ERROR, e.kind, reason)
 
     def _compile(self, path: Path, what: str) -> Artifact:
         opts = self.session.opts
@@ -201,10 +197,10 @@ class DeviceRun:
         try:
             art = self._compile(self.prep.model.path, self.prep.model.name)
         except FarmError as e:
-            self.result("compile", "error", kind="compile", reason=e.format())
-            self.fail_pending("skipped", "compile", "not compiled")
+            self.result(Check.COMPILE, Status.ERROR, kind=Kind.COMPILE, reason=e.format())
+            self.fail_pending(Status.SKIPPED, Kind.COMPILE, "not compiled")
             return None
-        self.result("compile", "pass", metrics={
+        self.result(Check.COMPILE, Status.PASS, metrics={
             "compile_seconds": round(art.compile_seconds, 3), "cached": art.cached,
             "artifact": art.key, "target": art.target, "lowering": art.meta.get("lowering")})
         return art
@@ -215,7 +211,7 @@ class DeviceRun:
             path = fp32_model(self.prep.model, self.session.opts.data_dir / "models")
             return self._compile(path, f"the fp32 baseline of {self.prep.model.name}")
         except FarmError as e:
-            self.result(baseline.CHECK, "error", kind="compile", reason=e.format())
+            self.result(Check.LATENCY_FP32, Status.ERROR, kind=Kind.COMPILE, reason=e.format())
             return None
 
     def attempt(self, art: Artifact) -> None:
@@ -230,24 +226,24 @@ class DeviceRun:
             model = bounded("upload", lambda: session.load(art.lib), t.upload, kill)
             upload_seconds = time.perf_counter() - start
             inputs = [list(feed.values()) for feed in self.prep.feeds]
-            if "correctness" not in self.done:
+            if Check.CORRECTNESS not in self.done:
                 outputs = [bounded("inference", _remote(lambda x=x: model.run(x), "inference"), t.run, kill)
                            for x in inputs]
                 self.judge(outputs, upload_seconds)
-            if "latency" in self.checks and "latency" not in self.done:
+            if Check.LATENCY in self.checks and Check.LATENCY not in self.done:
                 spec = self.latency
                 samples = bounded("latency measurement", _remote(lambda: model.time(inputs[0], spec), "timing"),
                                   t.measure, kill)
                 stats = LatencyStats.of(samples)
-                self.result("latency", "pass", metrics={**stats.__dict__, "samples": samples,
+                self.result(Check.LATENCY, Status.PASS, metrics={**stats.__dict__, "samples": samples,
                                                          "threads": self.device.threads,
                                                          "unit": model.time_unit, **model.time_metrics()})
-            if self.fp32 is not None and baseline.CHECK not in self.done:
+            if self.fp32 is not None and Check.LATENCY_FP32 not in self.done:
                 spec, fp32 = self.latency, self.fp32
                 median = self.session.latency_median(self.device.name, self.prep.suite.name)
                 metrics = bounded("fp32 baseline", _remote(lambda: baseline.time_fp32(
                     session, fp32, inputs[0], spec, median), "fp32 baseline"), t.upload + t.measure, kill)
-                self.result(baseline.CHECK, "pass", metrics=metrics)
+                self.result(Check.LATENCY_FP32, Status.PASS, metrics=metrics)
         finally:
             session.close()
 
@@ -261,12 +257,12 @@ class DeviceRun:
             if self.prep.reference_note:
                 m["reference"] = self.prep.reference_note
         except ValueError as e:
-            self.result("correctness", "fail", kind="wrong-answer", reason=str(e))
+            self.result(Check.CORRECTNESS, Status.FAIL, kind=Kind.WRONG_ANSWER, reason=str(e))
             return
         m["upload_seconds"] = round(upload_seconds, 3)
         bad = judge(m, self.prep.suite.correctness)
-        self.result("correctness", "fail" if bad else "pass", kind="wrong-answer" if bad else None,
-                    reason="; ".join(bad), metrics=m)
+        self.result(Check.CORRECTNESS, Status.FAIL if bad else Status.PASS,
+                    kind=Kind.WRONG_ANSWER if bad else None, reason="; ".join(bad), metrics=m)
 
 
 def _remote(fn: Callable, what: str) -> Callable:
@@ -278,56 +274,6 @@ def _remote(fn: Callable, what: str) -> Callable:
         except DeviceFailure:
             raise
         except Exception as e:  # noqa: BLE001 - TVM's RPC errors carry the remote traceback
-            lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
-            raise DeviceFailure(f"{what} failed: {lines[-1] if lines else type(e).__name__}") from None
+            raise DeviceFailure(f"{what} failed: {error_line(e)}") from None
 
     return call
-
-
-def host_summary() -> dict[str, str]:
-    h = host_info()
-    return {"cpu": f"{h.cpu_model} ({h.llvm_cpu})",
-            "features": " ".join(f for f in INTERESTING if f in h.features)}
-
-
-def run(pairs: list[tuple[Suite, list[Device]]], opts: RunOptions) -> RunOutcome:
-    """Run each suite on its devices inside one embedded farm; returns every result."""
-    store = Store(default_db(opts.data_dir))
-    owner = opts.run_id is None  # we begin and finish the run unless we joined the caller's
-    if opts.resume:
-        run_id = opts.resume
-        store.reopen_run(run_id)
-    elif owner:
-        run_id = new_run_id()
-        store.begin_run(run_id, opts.command, host_summary(), opts.plan)
-    else:
-        run_id = opts.run_id
-    opts.log_dir = opts.log_dir or opts.data_dir / "logs" / run_id
-    session = Session(store, run_id, opts)
-    all_devices = list({d.name: d for _, devs in pairs for d in devs}.values())
-    status = "interrupted"
-    try:
-        with Farm(opts.data_dir, opts.log_dir, all_devices) as farm:
-            for suite, devices in pairs:
-                todo = [d for d in devices if not session.finished(d.name, suite)]
-                if len(todo) < len(devices):
-                    opts.progress(f"resuming {run_id}: {len(devices) - len(todo)} device(s) of "
-                                  f"{suite.name} already done")
-                if not todo:
-                    continue
-                opts.progress(f"preparing {suite.name}: model {suite.model.describe()}, reference outputs "
-                              f"from {reference_name(suite.model)}")
-                prep = prepare(suite, opts.data_dir)
-                for device in todo:
-                    DeviceRun(farm, prep, device, session)()
-        status = "done"
-    except FarmError:
-        status = "error"
-        raise
-    finally:
-        if owner:
-            store.finish_run(run_id, status)
-        store.close()
-    if opts.resume:  # the outcome covers the whole run, earlier attempts included
-        session.outcome.results = Store(default_db(opts.data_dir)).results(run_id)
-    return session.outcome
