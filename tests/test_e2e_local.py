@@ -137,6 +137,9 @@ def test_sigkill_of_farm_takes_children_down(write, shared_data):
     proc.kill()
     proc.communicate(timeout=30)
     assert _all_gone(children)
+    # and the run it left is not shown as still running: the next open of the store settles it
+    with Store(shared_data / "results.db") as store:
+        assert store.run()["status"] == "crashed"
 
 
 def test_up_status_down(write, shared_data, capsys):

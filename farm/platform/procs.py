@@ -91,20 +91,25 @@ def identity(pid: int) -> dict | None:
         return None
 
 
+def is_running(recorded) -> bool:
+    """Whether the process `identity` recorded still runs (not a later one reusing its pid)."""
+    try:
+        now = identity(int(recorded["pid"]))
+        return now is not None and now["cmdline"] == recorded["cmdline"] and \
+            abs(now["started"] - float(recorded["started"])) < 0.01
+    except (KeyError, TypeError, ValueError):
+        return False
+
+
 def is_ours(recorded) -> bool:
     """Whether the process group that `identity` recorded (its leader's pid) is still that one: the
     leader runs with the recorded start time and command line, or the leader is gone but members of
     its group live on (Linux reuses no pid while a group holds it as its id)."""
-    if not isinstance(recorded, dict):
+    if not isinstance(recorded, dict) or not isinstance(recorded.get("pid"), int):
         return False
-    try:
-        pid = int(recorded["pid"])
-        now = identity(pid)
-        if now is not None:
-            return now["cmdline"] == recorded["cmdline"] and abs(now["started"] - float(recorded["started"])) < 0.01
-    except (KeyError, TypeError, ValueError):
-        return False
-    return _group_has_members(pid)
+    if identity(recorded["pid"]) is not None:
+        return is_running(recorded)
+    return _group_has_members(recorded["pid"])
 
 
 def _group_has_members(pgid: int) -> bool:

@@ -37,6 +37,7 @@ class RunState(StrEnum):
     DONE = "done"
     INTERRUPTED = "interrupted"
     ERROR = "error"
+    CRASHED = "crashed"  # the process running it died (SIGKILL, power) before it could say
 
 
 class Health(StrEnum):

@@ -17,6 +17,7 @@ from typing import Any
 from farm.config.devices import Device
 from farm.config.suites import Check
 from farm.errors import FarmError
+from farm.platform.procs import identity, is_running
 from farm.results.states import Health, RunState, Status
 
 SCHEMA = """
@@ -172,6 +173,20 @@ class Store:
         columns = {r["name"] for r in self.db.execute("PRAGMA table_info(runs)")}
         if "plan" not in columns:  # databases written before --resume existed
             self.db.execute("ALTER TABLE runs ADD COLUMN plan TEXT")
+        if "owner" not in columns:  # the process running it (platform.procs.identity), as JSON
+            self.db.execute("ALTER TABLE runs ADD COLUMN owner TEXT")
+        self._settle_abandoned()
+
+    def _settle_abandoned(self) -> None:
+        """A run still `running` whose process is gone was killed before it could finish: it is
+        marked crashed (resumable), never left looking in progress."""
+        for row in self.db.execute("SELECT id, owner FROM runs WHERE status = ? AND owner IS NOT NULL",
+                                   (RunState.RUNNING,)).fetchall():
+            if not is_running(json.loads(row["owner"])):
+                try:
+                    self.finish_run(row["id"], RunState.CRASHED)
+                except sqlite3.Error:  # a read-only database: whoever can write settles it
+                    return
 
     def close(self) -> None:
         self.db.close()
@@ -188,13 +203,14 @@ class Store:
         with self.db:
             self.db.execute(
                 "INSERT INTO runs (id, started, command, git_commit, tvm_version, host_cpu, "
-                "host_features, plan) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                "host_features, plan, owner) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (run_id, time.time(), command, git_commit(Path(__file__).parent), tvm.__version__,
-                 host["cpu"], host["features"], json.dumps(plan or {})))
+                 host["cpu"], host["features"], json.dumps(plan or {}), _owner()))
 
     def reopen_run(self, run_id: str) -> None:
         with self.db:
-            self.db.execute("UPDATE runs SET status = ?, finished = NULL WHERE id = ?", (RunState.RUNNING, run_id))
+            self.db.execute("UPDATE runs SET status = ?, finished = NULL, owner = ? WHERE id = ?",
+                            (RunState.RUNNING, _owner(), run_id))
 
     def set_health(self, device: str, run_id: str, status: Health, reason: str = "") -> None:
         with self.db:
@@ -252,3 +268,8 @@ def result_dict(r: CheckResult) -> dict[str, Any]:
 
 def default_db(data_dir: Path) -> Path:
     return Path(os.environ.get("FARM_DB", data_dir / "results.db"))
+
+
+def _owner() -> str | None:
+    me = identity(os.getpid())
+    return json.dumps(me) if me else None
