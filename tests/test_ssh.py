@@ -84,8 +84,7 @@ def cli(*argv: str) -> int:
 # --- end to end -----------------------------------------------------------------------------------
 @pytest.mark.parametrize("mode", ["tunnel", "direct"])
 def test_smoke_runs_on_the_board(mode, sshd, board, data_dir, tmp_path):
-    extra = {"server_host": "127.0.0.1"} if mode == "direct" else {}
-    yaml = devices_yaml(tmp_path / "devices.yaml", sshd, board, tracker=mode, **extra)
+    yaml = devices_yaml(tmp_path / "devices.yaml", sshd, board, tracker=mode)  # direct: default server_host
     rc = cli("run", "--suite", "smoke", "--device", "board", "--devices", str(yaml),
              "--data-dir", str(data_dir))
     got = results(data_dir)
@@ -95,6 +94,25 @@ def test_smoke_runs_on_the_board(mode, sshd, board, data_dir, tmp_path):
     assert got["correctness"]["transport"].startswith("ssh root@127.0.0.1")
     assert got["latency"]["metrics"]["median"] > 0
     assert_clean(board, sshd)
+
+
+def test_direct_server_listens_where_the_farm_reaches_the_board(tmp_path):
+    """TVM's RPC server has no authentication: in direct mode it binds the board address farm
+    connects to unless server_host asks for more (0.0.0.0 only when written)."""
+    from farm.config.devices import load_devices
+    from farm.transports import make_transport
+    from farm.transports.base import FarmContext
+
+    def server_host(extra: str) -> str:
+        path = tmp_path / "d.yaml"
+        path.write_text("devices:\n  - name: b\n    target: {family: x86, mcpu: haswell}\n"
+                        f"    transport: {{kind: ssh, host: 192.0.2.7, tracker: direct{extra}}}\n")
+        t = make_transport(load_devices(path).devices[0], FarmContext(tmp_path, tmp_path))
+        args = t._server_args(("127.0.0.1", 9190), "192.0.2.1:9190")
+        return args[args.index("--host") + 1], args[args.index("--custom-addr") + 1]
+
+    assert server_host("") == ("192.0.2.7", "192.0.2.7")
+    assert server_host(", server_host: 0.0.0.0") == ("0.0.0.0", "192.0.2.7")
 
 
 def test_check_shows_each_step(sshd, board, data_dir, tmp_path, capsys):

@@ -54,7 +54,9 @@ class SSHOptions:
     tracker: str = "tunnel"  # or direct: the board reaches the tracker itself
     tracker_host: str | None = None  # direct: the tracker as the board sees it
     tracker_port: int | None = None
-    server_host: str = "0.0.0.0"  # direct: where the board's server listens
+    # direct: where the board's server listens; None: the address farm reaches the board at, as
+    # TVM's server has no authentication (0.0.0.0, every interface, only when written here)
+    server_host: str | None = None
     connect_timeout: float = 10.0
     start_timeout: float = 120.0
 

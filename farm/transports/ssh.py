@@ -235,8 +235,9 @@ class SSHTransport(RPCTransport):
             tracker_port, port = self._open_tunnel(addr)
             return ["--tracker", f"127.0.0.1:{tracker_port}", "--host", "127.0.0.1",
                     "--port", str(port), "--port-end", str(port + 1), "--custom-addr", LOCAL_HOST]
-        seen_as = o.server_host if o.server_host not in ("0.0.0.0", "::") else self.ep.host
-        return ["--tracker", tracker, "--host", o.server_host, "--port", "9090",
+        listen = o.server_host or self.ep.host
+        seen_as = listen if listen not in ("0.0.0.0", "::") else self.ep.host
+        return ["--tracker", tracker, "--host", listen, "--port", "9090",
                 "--port-end", "9199", "--custom-addr", seen_as]
 
     def _open_tunnel(self, addr: tuple[str, int]) -> tuple[int, int]:
