@@ -125,3 +125,16 @@ def test_cli_one_line_for_laughs(write, capsys):
     assert main(["devices", "list", "--devices", str(write("devices.yaml", _laughs()))]) == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "devices.yaml:6: " in err
+
+
+def test_inputs_of_the_models_own_shape_are_bounded_too():
+    """Without `shape:` the model's shapes decide the size: too many sets of a large input are one
+    error before anything is allocated."""
+    from farm.config.suites import InputSpec
+    from farm.errors import FarmError
+    from farm.models.reference import TensorInfo, make_inputs
+
+    big = [TensorInfo("x", (1, 3, 1024, 1024), "float32")]  # 12 MiB a set
+    assert len(make_inputs(big, InputSpec(count=2))) == 2
+    with pytest.raises(FarmError, match=r"100 input set\(s\) of 12.0 MiB each take more than 1 GiB"):
+        make_inputs(big, InputSpec(count=100))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -10,7 +11,7 @@ import onnx
 import onnx.numpy_helper
 import onnxruntime as ort
 
-from farm.config.suites import InputSpec
+from farm.config.suites import MAX_INPUT_BYTES, InputSpec
 from farm.errors import FarmError, error_line
 from farm.models.qoperator import has_qoperators, qoperator_to_qdq
 
@@ -53,6 +54,7 @@ def model_inputs(model: onnx.ModelProto) -> list[TensorInfo]:
 
 def make_inputs(infos: list[TensorInfo], spec: InputSpec) -> list[dict[str, np.ndarray]]:
     """`spec.count` seeded input sets; the suite may override shape and dtype of a single input."""
+    _check_size(infos, spec)
     rng = np.random.default_rng(spec.seed)
     sets = []
     for _ in range(spec.count):
@@ -67,6 +69,16 @@ def make_inputs(infos: list[TensorInfo], spec: InputSpec) -> list[dict[str, np.n
                 feed[info.name] = rng.uniform(spec.low, spec.high, shape).astype(dtype)
         sets.append(feed)
     return sets
+
+
+def _check_size(infos: list[TensorInfo], spec: InputSpec) -> None:
+    """All input sets together within MAX_INPUT_BYTES, checked before any is made: the suite
+    checks this when it gives a shape; here the model's own shapes count."""
+    one = sum(math.prod(spec.shape if (spec.shape and len(infos) == 1) else i.shape) *
+              np.dtype(spec.dtype if (spec.dtype and len(infos) == 1) else i.dtype).itemsize for i in infos)
+    if spec.count * one > MAX_INPUT_BYTES:
+        raise FarmError(f"{spec.count} input set(s) of {one / 2**20:.1f} MiB each take more than "
+                        f"{MAX_INPUT_BYTES / 2**30:g} GiB", "lower the suite's `inputs: count:`")
 
 
 def run_reference(path: Path, feeds: list[dict[str, np.ndarray]]) -> list[list[np.ndarray]]:
