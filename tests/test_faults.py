@@ -278,3 +278,34 @@ def test_upload_that_never_completes_times_out(write, shared_data, no_orphans):
     corr = results[("host", "correctness")]
     assert fired and corr.status == "error" and corr.kind == "timeout"
     assert "upload did not finish within 5 s" in corr.reason
+
+
+@pytest.mark.parametrize("served", [False, True])
+def test_a_lab_tracker_that_is_down_is_an_outage_not_a_skip(write, shared_data, tmp_path, served):
+    """A `tracker` device is a board someone runs: its tracker not answering, or answering without
+    the device's key, is recorded as a device error (exit 1) after the retries — not skipped as if
+    the device could not run here — and the second case does not wait out the open timeout."""
+    from farm.cli import main
+    from farm.platform.procs import free_port
+    from farm.transports.embedded import EmbeddedTracker
+
+    tracker = EmbeddedTracker(tmp_path / "logs") if served else None
+    host, port = tracker.start() if tracker else ("127.0.0.1", free_port())
+    try:
+        devices = write("devices.yaml", f"""
+            devices:
+              - name: lab
+                target: {{family: x86, mcpu: haswell}}
+                transport: {{kind: tracker, host: {host}, port: {port}}}
+                retry_backoff: 0.1
+        """)
+        assert main(["run", "--suite", "smoke", "--devices", str(devices), "--data-dir", str(shared_data)]) == 1
+    finally:
+        if tracker:
+            tracker.stop()
+    with Store(shared_data / "results.db") as store:
+        got = {r.check: r for r in store.results(store.run()["id"])}
+    why = "lists no server with key 'lab'" if served else "does not answer"
+    assert got["compile"].status == "pass"
+    for check in ("correctness", "latency"):
+        assert got[check].status == "error" and got[check].kind == "device" and why in got[check].reason

@@ -146,7 +146,7 @@ class DeviceRun:
         art = self.compile()
         if art is None:
             return
-        if not avail.runnable:
+        if not avail.runnable and not avail.outage:  # cannot run here: skipped, with the reason
             self.fail_pending(Status.SKIPPED, Kind.UNAVAILABLE, avail.reason)
             self.session.store.set_health(name, self.session.run_id, Health.UNAVAILABLE, avail.reason)
             return

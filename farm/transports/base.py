@@ -22,6 +22,9 @@ class Availability:
 
     runnable: bool
     reason: str = ""
+    # it runs here in principle but is down now (a lab tracker that does not answer): a run still
+    # tries it, through retries and quarantine, and records an outage — never a skip
+    outage: bool = False
 
 
 @dataclass

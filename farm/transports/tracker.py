@@ -17,8 +17,15 @@ class TrackerTransport(RPCTransport):
         try:
             summary = tracker_summary(addr, timeout=3.0)
         except DeviceFailure as e:
-            return Availability(False, str(e))
+            return Availability(False, str(e), outage=True)
         if self.device.key not in summary["queue_info"]:
             return Availability(False, f"tracker {addr[0]}:{addr[1]} lists no server with key "
-                                       f"'{self.device.key}'")
+                                       f"'{self.device.key}'", outage=True)
         return Availability(True)
+
+    def start(self) -> None:
+        """Nothing to start, but a tracker that is down or lacks the key fails the bring-up now
+        (and so the retries), instead of a session request queueing until its timeout."""
+        avail = self.transport_availability()
+        if not avail.runnable:
+            raise DeviceFailure(avail.reason)
