@@ -37,3 +37,19 @@ def test_a_dynamic_spatial_size_is_one_line_with_the_fix(tmp_path, capsys):
     assert rc == 2 and len(err) == 1 and "Traceback" not in full, full
     assert "input 'x' has a dynamic size 'H' on axis 2" in err[0]
     assert "make_dynamic_shape_fixed --input_name x --input_shape 1,3,<H>,8" in err[0]
+
+
+def test_a_bug_in_farm_is_one_line_and_a_saved_traceback(tmp_path, capsys, monkeypatch):
+    """Any exception that is not a FarmError (a bug) still ends in one line, exit 1, with the full
+    traceback kept in the data dir's logs for the report."""
+    from farm.cli import commands, main
+
+    def broken(args, command):
+        raise KeyError("plan")
+
+    monkeypatch.setattr(commands, "cmd_status", broken)
+    assert main(["status", "--data-dir", str(tmp_path)]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("farm: internal error: 'plan' — a bug in farm"), err
+    saved = list((tmp_path / "logs").glob("crash-*.log"))
+    assert len(saved) == 1 and "Traceback" in saved[0].read_text() and str(saved[0]) in err[0]

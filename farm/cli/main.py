@@ -9,11 +9,14 @@ import os
 import shlex
 import signal
 import sys
+import tempfile
+import time
+import traceback
 from pathlib import Path
 
 from farm.cli.report import add_parsers
 from farm.config.paths import default_path
-from farm.errors import FarmError
+from farm.errors import FarmError, error_line
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -89,4 +92,21 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("farm: interrupted; results recorded so far are kept", file=sys.stderr)
         return 130
+    except Exception as e:  # a bug in farm: one line here, the whole traceback in a file
+        print(f"farm: internal error: {error_line(e)} — a bug in farm; the traceback is in "
+              f"{_save_traceback(getattr(args, 'data_dir', Path('.farm')))}", file=sys.stderr)
+        return 1
+
+
+def _save_traceback(data_dir: Path) -> Path:
+    text = traceback.format_exc()
+    name = f"crash-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.log"
+    for folder in (data_dir / "logs", Path(tempfile.gettempdir())):
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            (folder / name).write_text(text)
+            return folder / name
+        except OSError:
+            continue
+    return Path("(nowhere writable)")
 
