@@ -108,3 +108,20 @@ def test_html_report_renders_in_headless_chromium(history, tmp_path):
     assert box.sum() > 500
     # and the regression box (#fff4f4 background) is there too
     assert np.all(np.abs(pixels - np.array([0xff, 0xf4, 0xf4]) / 255) < 0.01, axis=-1).sum() > 10000
+
+
+def test_a_model_that_does_not_run_in_int8_says_so():
+    """"pass" with 0/5 ops int8 must not read like an int8 result: the row's notes say it."""
+    from farm.report.table import HEADERS, device_rows
+    from farm.results.store import CheckResult
+
+    def row(int8_ops: int) -> dict:
+        summary = {"ops": 5, "int8_ops": int8_ops, "float_ops": 0, "instructions": [], "kernels_with": {},
+                   "dot_kernels": 5}
+        comp = CheckResult("host", "s", "compile", "pass", metrics={"lowering": {"summary": summary}})
+        corr = CheckResult("host", "s", "correctness", "pass", metrics={"exact": 1.0})
+        return dict(zip(HEADERS, device_rows([comp, corr])["s"][0], strict=True))
+
+    assert "NOT INT8" in row(0)["notes"]
+    assert "2 of 5 dot-product ops not int8" in row(3)["notes"]
+    assert "int8" not in row(5)["notes"]

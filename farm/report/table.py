@@ -64,6 +64,7 @@ def _row(device: str, checks: dict[str, CheckResult]) -> list[str]:
         notes.append(f"fp32 {fm['median']:,.0f} {fm['unit']}")
     fp32_ms = fm["median"] * 1e3 if fm and fm.get("unit", "s") == "s" else None
     lowering = (comp.metrics.get("lowering") or {}) if comp else {}
+    notes.extend(_not_int8(lowering.get("summary") or {}))
     ms = 1e3
     return [
         device, any_r.target, any_r.transport, compile_cell, summary_cell(lowering.get("summary")),
@@ -80,6 +81,16 @@ def _row(device: str, checks: dict[str, CheckResult]) -> list[str]:
         _fmt(fm.get("int8_over_fp32"), ".2f"),
         "; ".join(notes),
     ]
+
+
+def _not_int8(summary: dict) -> list[str]:
+    """Say it when a model's dot products do not run in int8: a pass is then not an int8 result."""
+    ops, integer = summary.get("ops", 0), summary.get("int8_ops", 0)
+    if ops and not integer:
+        return ["NOT INT8: no dot-product op runs in integers (a float model, or none lowered)"]
+    if integer < ops:
+        return [f"{ops - integer} of {ops} dot-product ops not int8 (farm report --lowering says why)"]
+    return []
 
 
 def render(run: dict, results: list[CheckResult], fmt: str = "table") -> str:
