@@ -13,6 +13,8 @@ import subprocess
 import sys
 import time
 
+from farm.platform.procs import group_members
+
 POLL = 0.5
 
 
@@ -34,7 +36,7 @@ def _kill_others() -> None:
     os.killpg(pgid, signal.SIGTERM)
     deadline = time.monotonic() + 1.0
     while True:
-        others = [p for p in psutil.process_iter() if p.pid != os.getpid() and _pgid(p.pid) == pgid]
+        others = [p for p in group_members(pgid) if p.pid != os.getpid()]
         if not others or time.monotonic() > deadline:
             break
         time.sleep(0.05)
@@ -43,13 +45,6 @@ def _kill_others() -> None:
             p.kill()
         except psutil.Error:
             pass
-
-
-def _pgid(pid: int) -> int | None:
-    try:
-        return os.getpgid(pid)
-    except OSError:
-        return None
 
 
 def main(argv: list[str]) -> int:

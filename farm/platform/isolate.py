@@ -44,7 +44,7 @@ def run_isolated(fn: Callable, *args: Any, what: str, log: Path, timeout: float 
         timed_out = child.alive()
         child.stop()  # reaps the guard and anything the call left running
         if timed_out:
-            raise Crashed(f"{what} took longer than {timeout:g} s", "see " + str(log), cause="timeout")
+            raise Crashed(f"{what} took longer than {timeout:g} s", f"see {log}", cause="timeout")
         if not resp.exists():
             cause, tail = _cause(child.proc.returncode), child.tail(3)
             raise Crashed(f"{what} crashed ({cause}): {tail}".rstrip(": "), f"see {log}", cause=cause, tail=tail)

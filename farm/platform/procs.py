@@ -94,7 +94,13 @@ def identity(pid: int) -> dict | None:
 def is_running(recorded) -> bool:
     """Whether the process `identity` recorded still runs (not a later one reusing its pid)."""
     try:
-        now = identity(int(recorded["pid"]))
+        return _same(identity(int(recorded["pid"])), recorded)
+    except (KeyError, TypeError, ValueError):
+        return False
+
+
+def _same(now: dict | None, recorded: dict) -> bool:
+    try:
         return now is not None and now["cmdline"] == recorded["cmdline"] and \
             abs(now["started"] - float(recorded["started"])) < 0.01
     except (KeyError, TypeError, ValueError):
@@ -107,21 +113,22 @@ def is_ours(recorded) -> bool:
     its group live on (Linux reuses no pid while a group holds it as its id)."""
     if not isinstance(recorded, dict) or not isinstance(recorded.get("pid"), int):
         return False
-    if identity(recorded["pid"]) is not None:
-        return is_running(recorded)
-    return _group_has_members(recorded["pid"])
+    now = identity(recorded["pid"])
+    return _same(now, recorded) if now is not None else bool(group_members(recorded["pid"]))
 
 
-def _group_has_members(pgid: int) -> bool:
+def group_members(pgid: int) -> list:
+    """The live processes (psutil) of process group `pgid`."""
     import psutil
 
+    members = []
     for p in psutil.process_iter():
         try:
             if os.getpgid(p.pid) == pgid:
-                return True
+                members.append(p)
         except OSError:
             continue
-    return False
+    return members
 
 
 @contextlib.contextmanager
