@@ -131,30 +131,45 @@ def _step(model_path: Path, device: Device, step: str, work: Callable[[], Any]) 
                            detail=text) from None
 
 
-def compile_model(model_path: Path, device: Device, cache_root: Path) -> Artifact:
-    """Compile (or fetch from cache) the model for the device."""
+def _recipe(model_path: Path, device: Device) -> tuple[str, dict[str, Any], dict[str, Any], dict]:
+    """What decides the artifact: its cache key, target, build options and tuned schedules."""
     target = target_dict(device)
     hexagon_exe = device.target.family == "hexagon"
     tuned = {} if hexagon_exe else load_choices(record_path(target, model_path.stem))
     options: dict[str, Any] = hexagon.cache_options() if hexagon_exe else {
         "pipeline": "zero+schedules+default_build",
         "tuned": {k: c.to_json() for k, c in sorted(tuned.items())}}
-    key = cache_key(model_path, target, options)
+    return cache_key(model_path, target, options), target, options, tuned
+
+
+def _artifact(device: Device, key: str, target: dict[str, Any], meta: dict[str, Any], cached: bool) -> Artifact:
+    lib = EXE_NAME if device.target.family == "hexagon" else LIB_NAME
+    return Artifact(Path(meta["dir"]) / lib, key, target, meta["compile_seconds"], cached, meta)
+
+
+def cached_artifact(model_path: Path, device: Device, cache_root: Path) -> Artifact | None:
+    """The model's artifact for the device if the cache holds it intact, without building: cheap
+    enough to ask before starting a compiler process."""
+    key, target, _, _ = _recipe(model_path, device)
+    meta = Cache(cache_root).lookup(key)
+    return None if meta is None else _artifact(device, key, target, meta, cached=True)
+
+
+def compile_model(model_path: Path, device: Device, cache_root: Path) -> Artifact:
+    """Compile (or fetch from cache) the model for the device."""
+    key, target, options, tuned = _recipe(model_path, device)
     cache = Cache(cache_root)
     meta = cache.lookup(key)
-    if meta is None:
-        build_dir = cache.new_build_dir()
-        start = time.perf_counter()
-        try:
-            lowering = _build(model_path, device, build_dir, tuned)
-        except BaseException:
-            shutil.rmtree(build_dir, ignore_errors=True)
-            raise
-        meta = cache.store(key, build_dir, {"target": target, "options": options,
-                                            "compile_seconds": time.perf_counter() - start,
-                                            "model": model_path.name, "lowering": lowering})
-        cached = False
-    else:
-        cached = True
-    lib = EXE_NAME if hexagon_exe else LIB_NAME
-    return Artifact(Path(meta["dir"]) / lib, key, target, meta["compile_seconds"], cached, meta)
+    if meta is not None:
+        return _artifact(device, key, target, meta, cached=True)
+    build_dir = cache.new_build_dir()
+    start = time.perf_counter()
+    try:
+        lowering = _build(model_path, device, build_dir, tuned)
+    except BaseException:
+        shutil.rmtree(build_dir, ignore_errors=True)
+        raise
+    meta = cache.store(key, build_dir, {"target": target, "options": options,
+                                        "compile_seconds": time.perf_counter() - start,
+                                        "model": model_path.name, "lowering": lowering})
+    return _artifact(device, key, target, meta, cached=False)

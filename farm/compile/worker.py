@@ -7,14 +7,18 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from farm.compile.build import Artifact, CompileError, compile_model
+from farm.compile.build import Artifact, CompileError, cached_artifact, compile_model
 from farm.config.devices import Device
 from farm.platform.isolate import Crashed, run_isolated
 
 
 def compile_isolated(model_path: Path, device: Device, cache_root: Path, timeout: float,
                      log: Path) -> Artifact:
-    """compile_model in a child process, bounded by `timeout` seconds."""
+    """compile_model in a child process, bounded by `timeout` seconds; a cache hit is taken here,
+    as starting the child (TVM's import) costs more than the lookup."""
+    hit = cached_artifact(model_path, device, cache_root)
+    if hit is not None:
+        return hit
     try:
         return run_isolated(_compile_logged, model_path, device, cache_root,
                             what=f"compiling for '{device.name}'", log=log, timeout=timeout)
