@@ -13,6 +13,8 @@ import subprocess
 import sys
 import time
 
+import psutil
+
 from farm.platform.procs import group_members
 
 POLL = 0.5
@@ -20,25 +22,17 @@ POLL = 0.5
 
 def _kill_group(*_args) -> None:
     """The farm is gone or stops us: the whole group goes, this guard with it."""
+    _end_others()
+    os._exit(128 + signal.SIGTERM)
+
+
+def _end_others(grace: float = 1.0) -> None:
+    """SIGTERM the rest of the group, and SIGKILL whoever is still there after `grace` seconds."""
     signal.signal(signal.SIGTERM, signal.SIG_IGN)  # the group includes us
     pgid = os.getpgid(0)
     os.killpg(pgid, signal.SIGTERM)
-    time.sleep(1.0)
-    os.killpg(pgid, signal.SIGKILL)
-
-
-def _kill_others() -> None:
-    """CMD has ended: whatever it forked goes, but this guard lives to pass on CMD's exit status."""
-    import psutil
-
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    pgid = os.getpgid(0)
-    os.killpg(pgid, signal.SIGTERM)
-    deadline = time.monotonic() + 1.0
-    while True:
-        others = [p for p in group_members(pgid) if p.pid != os.getpid()]
-        if not others or time.monotonic() > deadline:
-            break
+    deadline = time.monotonic() + grace
+    while (others := group_members(pgid, besides=os.getpid())) and time.monotonic() < deadline:
         time.sleep(0.05)
     for p in others:
         try:
@@ -60,7 +54,7 @@ def main(argv: list[str]) -> int:
             continue
     else:
         _kill_group()  # the farm is gone
-    _kill_others()
+    _end_others()  # CMD has ended: whatever it forked goes; we live on to pass on its status
     return 128 - code if code < 0 else code  # killed by signal N: 128 + N, as shells report it
 
 

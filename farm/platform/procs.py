@@ -57,7 +57,9 @@ class Child:
 
 
 def kill_group(pid: int, grace: float = 3.0) -> None:
-    """SIGTERM the process group led by pid, then SIGKILL what is left after `grace` seconds."""
+    """SIGTERM the process group led by pid, then SIGKILL what is left after `grace` seconds.
+    Members that are only zombies count as gone: reaping orphans is init's business, and in a
+    container init may take its time."""
     for sig in (signal.SIGTERM, signal.SIGKILL):
         try:
             os.killpg(pid, sig)
@@ -65,11 +67,9 @@ def kill_group(pid: int, grace: float = 3.0) -> None:
             return
         deadline = time.monotonic() + grace
         while time.monotonic() < deadline:
-            try:
-                os.killpg(pid, 0)
-            except (ProcessLookupError, PermissionError):
-                return
             _reap(pid)
+            if not group_members(pid):
+                return
             time.sleep(0.05)
 
 
@@ -117,16 +117,16 @@ def is_ours(recorded) -> bool:
     return _same(now, recorded) if now is not None else bool(group_members(recorded["pid"]))
 
 
-def group_members(pgid: int) -> list:
-    """The live processes (psutil) of process group `pgid`."""
+def group_members(pgid: int, besides: int | None = None) -> list:
+    """The live processes (psutil; zombies are not alive) of process group `pgid`, but `besides`."""
     import psutil
 
     members = []
     for p in psutil.process_iter():
         try:
-            if os.getpgid(p.pid) == pgid:
+            if p.pid != besides and os.getpgid(p.pid) == pgid and p.status() != psutil.STATUS_ZOMBIE:
                 members.append(p)
-        except OSError:
+        except (OSError, psutil.Error):
             continue
     return members
 
