@@ -22,6 +22,7 @@ import numpy as np
 from farm.compile.int8 import dot, elementwise, pools, tflite_arith
 from farm.compile.int8.qparams import NotLowered, OutGrid, QParam, act, dq, int_range, scalar_value
 from farm.compile.rewrite import Rewrite, const_np, is_op, op_name, rewrite_functions
+from farm.errors import error_line
 
 INPUT_QUANTIZE = "quantizes a float value from outside the quantized graph"
 
@@ -64,6 +65,10 @@ class Lowering(Rewrite):
             expr = self.lower_quantize(binding.value)
         except (NotLowered, tflite_arith.OutOfRange) as e:
             self.reasons[binding.var.name] = str(e)
+            return False
+        except Exception as e:  # noqa: BLE001 - a bug of farm's on one op costs that op, not the model
+            why = f"{type(e).__name__}: {error_line(e)}"
+            self.reasons[binding.var.name] = f"farm's integer lowering failed here ({why}); left in float"
             return False
         self.emit_as(binding.var, expr)
         return True

@@ -136,7 +136,7 @@ def clamp(lw: Lowering, x):
     if is_op(x, "relax.nn.relu"):
         return [("min", 0.0)], x.args[0]
     if is_op(x, "relax.clip"):
-        return [("min", float(x.args[1].value.value)), ("max", float(x.args[2].value.value))], x.args[0]
+        return [("min", _number(x.args[1])), ("max", _number(x.args[2]))], x.args[0]
     if is_op(x, "relax.maximum") or is_op(x, "relax.minimum"):
         name, args = x.op.name.removeprefix("relax."), list(x.args)
     elif is_op(x, "relax.call_tir") and isinstance(x.args[0], tvm.ir.GlobalVar) \
@@ -146,6 +146,13 @@ def clamp(lw: Lowering, x):
         return None
     value = const_scalar(lw, args[1]) if name in ("maximum", "minimum") and len(args) == 2 else None
     return None if value is None else ([("min" if name == "maximum" else "max", value)], args[0])
+
+
+def _number(v) -> float:
+    """A relax.PrimValue's number: its value is an IntImm or FloatImm, or (as the ONNX frontend
+    builds some, e.g. HardSigmoid's clip) already a Python number."""
+    v = getattr(v, "value", v)
+    return float(getattr(v, "value", v))
 
 
 def const_scalar(lw: Lowering, e) -> float | None:
