@@ -21,7 +21,7 @@ from farm.models.reference import TensorInfo, make_inputs
 from farm.platform.isolate import Crashed, run_isolated
 
 TFLITE_SUFFIX = ".tflite"
-_DTYPES = {0: "float32", 1: "float16", 2: "int32", 3: "uint8", 4: "int64", 9: "int8"}
+_DTYPES = {0: "float32", 1: "float16", 2: "int32", 3: "uint8", 4: "int64", 7: "int16", 9: "int8"}  # TensorType
 
 
 def is_tflite(path: Path) -> bool:
@@ -68,11 +68,30 @@ def _interpreter(path: Path, resolver: str = "BUILTIN_REF"):
     return it
 
 
+def _tensors(path: Path, which: str) -> list[TensorInfo]:
+    """The first subgraph's "inputs" or "outputs", read from the flatbuffer: no interpreter, as
+    preparing one runs LiteRT's kernels, which can crash on real models (they run isolated)."""
+    import tflite
+
+    sg = tflite.Model.GetRootAsModel(read_tflite(path), 0).Subgraphs(0)
+    count, index = (sg.InputsLength, sg.Inputs) if which == "inputs" else (sg.OutputsLength, sg.Outputs)
+    out = []
+    for k in range(count()):
+        t = sg.Tensors(index(k))
+        name = t.Name().decode(errors="replace")
+        if t.Type() not in _DTYPES:
+            raise FarmError(f"{path}: {which[:-1]} {name!r} has TFLite tensor type {t.Type()}, "
+                            f"which farm cannot feed or compare", "give the model numeric inputs and outputs")
+        shape = tuple(t.Shape(j) for j in range(t.ShapeLength()))
+        if min(shape, default=0) < 0:
+            raise FarmError(f"{path}: {which[:-1]} {name!r} has a dynamic shape {list(shape)}",
+                            "convert the model with fixed input shapes")
+        out.append(TensorInfo(name, shape, _DTYPES[t.Type()]))
+    return out
+
+
 def tflite_inputs(path: Path) -> list[TensorInfo]:
-    read_tflite(path)
-    it = _interpreter(path)
-    return [TensorInfo(d["name"], tuple(int(s) for s in d["shape"]), np.dtype(d["dtype"]).name)
-            for d in it.get_input_details()]
+    return _tensors(path, "inputs")
 
 
 def run_litert(path: Path, feeds: list[dict[str, np.ndarray]], resolver: str = "BUILTIN_REF"
@@ -94,8 +113,7 @@ def run_litert(path: Path, feeds: list[dict[str, np.ndarray]], resolver: str = "
 
 def tflite_output_steps(path: Path) -> list[float | None]:
     """Integer outputs are compared in levels (step 1); float outputs have no known grid."""
-    it = _interpreter(path)
-    return [1.0 if np.issubdtype(d["dtype"], np.integer) else None for d in it.get_output_details()]
+    return [1.0 if np.issubdtype(np.dtype(t.dtype), np.integer) else None for t in _tensors(path, "outputs")]
 
 
 @dataclass(frozen=True)
