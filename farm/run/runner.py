@@ -98,13 +98,16 @@ class Session:
                 return r.metrics["median"]
         return None
 
-    def recorded(self, device: str, suite: str) -> set[str]:
+    def earlier(self, device: str, suite: str) -> dict[str, CheckResult]:
         """Checks of the pair that an earlier attempt of this run (--resume) recorded, errors
         excluded: those are not run again."""
         if not self.resumed:
-            return set()
-        return {r.check for r in self.store.results(self.run_id)
+            return {}
+        return {r.check: r for r in self.store.results(self.run_id)
                 if r.device == device and r.suite == suite and r.status != Status.ERROR}
+
+    def recorded(self, device: str, suite: str) -> set[str]:
+        return set(self.earlier(device, suite))
 
     def finished(self, device: str, suite: Suite) -> bool:
         """True when every check the suite plans for the device is recorded, none of them an error."""
@@ -122,8 +125,8 @@ class DeviceRun:
         # compile is recorded on its own, before the device is brought up
         self.checks = [c for c in prep.suite.checks() if c != Check.COMPILE]
         self.fp32: Artifact | None = None
-        # checks an earlier attempt of a resumed run finished (compile is always redone: the
-        # artifact is needed, and the cache makes it cheap)
+        # checks an earlier attempt of a resumed run finished; compile is always redone, as the
+        # artifact is needed (the cache makes it cheap), but its row is kept when it passed then
         self.done: set[str] = session.recorded(device.name, prep.suite.name) - {Check.COMPILE}
 
     def result(self, check: Check, status: Status, **kw) -> CheckResult:
@@ -200,6 +203,9 @@ class DeviceRun:
             self.result(Check.COMPILE, Status.ERROR, kind=Kind.COMPILE, reason=e.format())
             self.fail_pending(Status.SKIPPED, Kind.COMPILE, "not compiled")
             return None
+        before = self.session.earlier(self.device.name, self.prep.suite.name).get(Check.COMPILE)
+        if before is not None and before.metrics.get("artifact") == art.key:
+            return art  # a resumed run: this artifact's compile is recorded already
         self.result(Check.COMPILE, Status.PASS, metrics={
             "compile_seconds": round(art.compile_seconds, 3), "cached": art.cached,
             "artifact": art.key, "target": art.target, "lowering": art.meta.get("lowering")})
