@@ -75,3 +75,41 @@ def test_channels_last_pool_is_rejected():
     model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
     with pytest.raises(FarmError, match="channels_last"):
         qoperator_to_qdq(model)
+
+
+def _activations_net(opset: int) -> onnx.ModelProto:
+    """conv → sigmoid and leaky relu → concat → global pool → softmax: ops ORT's quantizer turns
+    into com.microsoft QLinear* nodes in the QOperator format."""
+    rng = np.random.default_rng(0)
+    w = numpy_helper.from_array(rng.normal(0, 0.3, (4, 3, 3, 3)).astype(np.float32), "w")
+    nodes = [helper.make_node("Conv", ["input", "w"], ["c"], pads=[1, 1, 1, 1]),
+             helper.make_node("Sigmoid", ["c"], ["s"]),
+             helper.make_node("LeakyRelu", ["c"], ["l"], alpha=0.1),
+             helper.make_node("Concat", ["s", "l"], ["cat"], axis=1),
+             helper.make_node("GlobalAveragePool", ["cat"], ["g"]),
+             helper.make_node("Flatten", ["g"], ["f"]),
+             helper.make_node("Softmax", ["f"], ["out"], axis=1)]
+    g = helper.make_graph(nodes, "acts", [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 3, 8, 8])],
+                          [helper.make_tensor_value_info("out", TensorProto.FLOAT, [1, 8])], initializer=[w])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", opset)])
+    m.ir_version = 7
+    return m
+
+
+@pytest.mark.parametrize("opset", [11, 17])
+def test_qlinear_activation_family_keeps_semantics(opset, tmp_path):
+    """QLinearSigmoid, QLinearLeakyRelu, QLinearConcat and QLinearSoftmax (with opset-11 Softmax
+    semantics, in a model the version converter takes to 13 first) as ORT's quantizer writes them."""
+    from farm.models.quantize import quantize_qdq
+
+    path = tmp_path / "q.onnx"
+    quantize_qdq(_activations_net(opset), path, qoperator=True)
+    model = onnx.load(str(path))
+    ops = {n.op_type for n in model.graph.node}
+    assert {"QLinearSigmoid", "QLinearLeakyRelu", "QLinearConcat", "QLinearSoftmax"} <= ops, ops
+    qdq = qoperator_to_qdq(model)
+    onnx.checker.check_model(qdq)
+    assert not has_qoperators(qdq) and not any(n.domain == "com.microsoft" for n in qdq.graph.node)
+    xs = np.random.default_rng(2).uniform(-1, 1, (4, 1, 3, 8, 8)).astype(np.float32)
+    got, want = np.stack([_ort(qdq, x) for x in xs]), np.stack([_ort(model, x) for x in xs])
+    assert np.abs(got - want).max() <= 1.01 / 256 and np.ptp(want) > 0  # within one level of the uint8 output

@@ -1,5 +1,5 @@
-"""QOperator ONNX (QLinearConv, QLinearMatMul, QGemm, QLinearAdd, QLinearGlobalAveragePool,
-QLinearAveragePool, QLinearMul) → the equivalent QDQ graph: DequantizeLinear on each quantized
+"""QOperator ONNX (QLinearConv, QLinearMatMul, QGemm and the com.microsoft QLinear* family ORT's
+quantizer emits: see _RULES) → the equivalent QDQ graph: DequantizeLinear on each quantized
 input, the float op, QuantizeLinear on the output. TVM imports that form, and the integer lowering
 turns it back into integer compute. The ONNX specs define each QLinear op by exactly this float
 composition (round half to even, saturate), so the rewrite keeps the model's semantics."""
@@ -10,7 +10,7 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from farm.errors import FarmError
+from farm.errors import FarmError, error_line
 
 MS_DOMAIN = "com.microsoft"
 
@@ -18,6 +18,7 @@ MS_DOMAIN = "com.microsoft"
 class _Rewriter:
     def __init__(self, model: onnx.ModelProto):
         self.model = model
+        self.opset = {o.domain: o.version for o in model.opset_import}.get("", 0)
         self.inits = {i.name: i for i in model.graph.initializer}
         self.nodes: list[onnx.NodeProto] = []
         self.new_inits: list[onnx.TensorProto] = []
@@ -63,50 +64,109 @@ class _Rewriter:
         return axis if self.const_array(scale, node).size > 1 else None
 
     def rewrite(self, node: onnx.NodeProto) -> bool:
-        i = list(node.input) + [""] * 9
-        t = node.op_type
-        if t == "QLinearConv":
-            x = self.dq(i[0], i[1], i[2])
-            w = self.dq(i[3], i[4], i[5], self.weight_axis(node, i[4], 0))
-            ins = [x, w] + ([self.dq(i[8], self.bias_scale(node, i[1], i[4]), "",
-                                     self.weight_axis(node, i[4], 0))] if i[8] else [])
-            self.q(self.op("Conv", ins, node), i[6], i[7], node.output[0])
-        elif t == "QLinearMatMul":
-            a = self.dq(i[0], i[1], i[2])
-            b = self.dq(i[3], i[4], i[5], self.weight_axis(node, i[4], -1))
-            self.q(self.op("MatMul", [a, b], node), i[6], i[7], node.output[0])
-        elif t == "QGemm":
-            trans_b = next((a.i for a in node.attribute if a.name == "transB"), 0)
-            a = self.dq(i[0], i[1], i[2])
-            b = self.dq(i[3], i[4], i[5], self.weight_axis(node, i[4], 0 if trans_b else 1))
-            ins = [a, b] + ([self.dq(i[6], self.bias_scale(node, i[1], i[4]), "",
-                                     self.weight_axis(node, i[4], 0))] if i[6] else [])
-            if i[7]:
-                self.q(self.op("Gemm", ins, node), i[7], i[8], node.output[0])
-            else:  # no y_scale: the output is float
-                self.nodes.append(helper.make_node("Gemm", ins, [node.output[0]], name=node.name,
-                                                   **_attrs(node)))
-        elif t in ("QLinearAdd", "QLinearMul"):
-            a, b = self.dq(i[0], i[1], i[2]), self.dq(i[3], i[4], i[5])
-            self.q(self.op(t.removeprefix("QLinear"), [a, b], node), i[6], i[7], node.output[0])
-        elif t in ("QLinearGlobalAveragePool", "QLinearAveragePool"):
-            if any(a.name == "channels_last" and a.i for a in node.attribute):
-                raise FarmError(f"{t} node '{node.name}' is channels_last",
-                                "export the model in NCHW layout")
-            x = self.dq(i[0], i[1], i[2])
-            y = self.op(t.removeprefix("QLinear"), [x], node, drop=("channels_last",))
-            self.q(y, i[3], i[4], node.output[0])
-        else:
+        rule = _RULES.get(node.op_type)
+        if rule is None:
             return False
+        rule(self, node, list(node.input) + [""] * 9)
         return True
+
+    def unary(self, node: onnx.NodeProto, i: list[str], op_type: str, drop=(), **extra) -> None:
+        """(x, x_scale, x_zp, y_scale, y_zp) → Q(op(DQ(x)))."""
+        self.q(self.op(op_type, [self.dq(i[0], i[1], i[2])], node, drop=drop, **extra), i[3], i[4],
+               node.output[0])
+
+
+def _conv(rw: _Rewriter, node: onnx.NodeProto, i: list[str]) -> None:
+    x = rw.dq(i[0], i[1], i[2])
+    w = rw.dq(i[3], i[4], i[5], rw.weight_axis(node, i[4], 0))
+    ins = [x, w] + ([rw.dq(i[8], rw.bias_scale(node, i[1], i[4]), "", rw.weight_axis(node, i[4], 0))]
+                    if i[8] else [])
+    rw.q(rw.op("Conv", ins, node), i[6], i[7], node.output[0])
+
+
+def _matmul(rw: _Rewriter, node: onnx.NodeProto, i: list[str]) -> None:
+    a = rw.dq(i[0], i[1], i[2])
+    b = rw.dq(i[3], i[4], i[5], rw.weight_axis(node, i[4], -1))
+    rw.q(rw.op("MatMul", [a, b], node), i[6], i[7], node.output[0])
+
+
+def _gemm(rw: _Rewriter, node: onnx.NodeProto, i: list[str]) -> None:
+    trans_b = next((a.i for a in node.attribute if a.name == "transB"), 0)
+    a = rw.dq(i[0], i[1], i[2])
+    b = rw.dq(i[3], i[4], i[5], rw.weight_axis(node, i[4], 0 if trans_b else 1))
+    ins = [a, b] + ([rw.dq(i[6], rw.bias_scale(node, i[1], i[4]), "", rw.weight_axis(node, i[4], 0))]
+                    if i[6] else [])
+    if i[7]:
+        rw.q(rw.op("Gemm", ins, node), i[7], i[8], node.output[0])
+    else:  # no y_scale: the output is float
+        rw.nodes.append(helper.make_node("Gemm", ins, [node.output[0]], name=node.name, **_attrs(node)))
+
+
+def _binary(rw: _Rewriter, node: onnx.NodeProto, i: list[str]) -> None:
+    a, b = rw.dq(i[0], i[1], i[2]), rw.dq(i[3], i[4], i[5])
+    rw.q(rw.op(node.op_type.removeprefix("QLinear"), [a, b], node), i[6], i[7], node.output[0])
+
+
+def _pool(rw: _Rewriter, node: onnx.NodeProto, i: list[str]) -> None:
+    if any(a.name == "channels_last" and a.i for a in node.attribute):
+        raise FarmError(f"{node.op_type} node '{node.name}' is channels_last", "export the model in NCHW layout")
+    rw.unary(node, i, node.op_type.removeprefix("QLinear"), drop=("channels_last",))
+
+
+def _concat(rw: _Rewriter, node: onnx.NodeProto, i: list[str]) -> None:
+    """(y_scale, y_zp, then x, x_scale, x_zp for each input)."""
+    ins = list(node.input)
+    parts = [rw.dq(ins[k], ins[k + 1], ins[k + 2]) for k in range(2, len(ins), 3)]
+    rw.q(rw.op("Concat", parts, node), ins[0], ins[1], node.output[0])
+
+
+def _softmax(rw: _Rewriter, node: onnx.NodeProto, i: list[str]) -> None:
+    """ORT's `opset` attribute keeps the original Softmax's semantics: before opset 13 it ran over
+    the input flattened to 2-D at `axis` (default 1), from 13 on over `axis` alone (default -1)."""
+    attrs = _attrs(node)
+    opset = attrs.get("opset", 13)
+    if opset >= 13:
+        rw.unary(node, i, "Softmax", drop=("opset",))
+        return
+    x = rw.dq(i[0], i[1], i[2])
+    flat = rw.op("Flatten", [x], node, drop=("opset", "axis"), axis=attrs.get("axis", 1))
+    y = rw.op("Softmax", [flat], node, drop=("opset", "axis"), axis=1)
+    shape = rw.op("Shape", [x], node, drop=("opset", "axis"))
+    rw.q(rw.op("Reshape", [y, shape], node, drop=("opset", "axis")), i[3], i[4], node.output[0])
+
+
+def _where(rw: _Rewriter, node: onnx.NodeProto, i: list[str]) -> None:
+    """(condition, x, x_scale, x_zp, y, y_scale, y_zp, z_scale, z_zp)."""
+    x, y = rw.dq(i[1], i[2], i[3]), rw.dq(i[4], i[5], i[6])
+    rw.q(rw.op("Where", [i[0], x, y], node), i[7], i[8], node.output[0])
+
+
+def _reduce_mean(rw: _Rewriter, node: onnx.NodeProto, i: list[str]) -> None:
+    """ReduceMean takes its axes as an attribute before opset 18, as an input from 18 on."""
+    axes = _attrs(node).get("axes")
+    if rw.opset < 18 or axes is None:
+        rw.unary(node, i, "ReduceMean")
+        return
+    name = rw.fresh(f"{node.name or node.op_type}_axes")
+    rw.new_inits.append(numpy_helper.from_array(np.asarray(axes, np.int64), name))
+    y = rw.op("ReduceMean", [rw.dq(i[0], i[1], i[2]), name], node, drop=("axes",))
+    rw.q(y, i[3], i[4], node.output[0])
 
 
 def _attrs(node: onnx.NodeProto) -> dict:
     return {a.name: helper.get_attribute_value(a) for a in node.attribute}
 
 
-QOPERATOR_OPS = ("QLinearConv", "QLinearMatMul", "QGemm", "QLinearAdd", "QLinearMul",
-                 "QLinearGlobalAveragePool", "QLinearAveragePool")
+_RULES = {
+    "QLinearConv": _conv, "QLinearMatMul": _matmul, "QGemm": _gemm,
+    "QLinearAdd": _binary, "QLinearMul": _binary,
+    "QLinearGlobalAveragePool": _pool, "QLinearAveragePool": _pool,
+    "QLinearConcat": _concat, "QLinearSoftmax": _softmax, "QLinearWhere": _where,
+    "QLinearReduceMean": _reduce_mean,
+    "QLinearSigmoid": lambda rw, node, i: rw.unary(node, i, "Sigmoid"),
+    "QLinearLeakyRelu": lambda rw, node, i: rw.unary(node, i, "LeakyRelu"),
+}
+QOPERATOR_OPS = tuple(_RULES)
 
 
 def has_qoperators(model: onnx.ModelProto) -> bool:
@@ -114,7 +174,10 @@ def has_qoperators(model: onnx.ModelProto) -> bool:
 
 
 def qoperator_to_qdq(model: onnx.ModelProto) -> onnx.ModelProto:
-    """A copy of the model with every QOperator node replaced by its QDQ form."""
+    """A copy of the model with every QOperator node replaced by its QDQ form; a model below
+    opset 13 is first converted to 13 by ONNX's version converter (per-axis DequantizeLinear
+    needs 13; the com.microsoft ops keep their own version)."""
+    model = _at_least_opset_13(model)
     rw = _Rewriter(model)
     for node in model.graph.node:
         if not rw.rewrite(node):
@@ -124,8 +187,17 @@ def qoperator_to_qdq(model: onnx.ModelProto) -> onnx.ModelProto:
     del out.graph.node[:]
     out.graph.node.extend(rw.nodes)
     out.graph.initializer.extend(rw.new_inits)
-    opsets = {o.domain: o.version for o in out.opset_import}
-    if opsets.get("", 0) < 13:  # per-axis DequantizeLinear needs opset 13
-        raise FarmError(f"QOperator model has opset {opsets.get('', 0)}; 13 or newer is needed",
-                        "re-export the model with opset >= 13")
     return out
+
+
+def _at_least_opset_13(model: onnx.ModelProto) -> onnx.ModelProto:
+    from onnx import version_converter
+
+    opset = {o.domain: o.version for o in model.opset_import}.get("", 0)
+    if opset >= 13:
+        return model
+    try:
+        return version_converter.convert_version(model, 13)
+    except Exception as e:  # the converter raises RuntimeError/ValueError/its own types
+        raise FarmError(f"QOperator model has opset {opset}, and ONNX's version converter cannot take it "
+                        f"to 13 ({error_line(e)})", "re-export the model with opset >= 13") from None
