@@ -13,6 +13,8 @@ from farm.errors import FarmError
 from farm.models.qoperator import has_qoperators, qoperator_to_qdq
 from farm.models.registry import build_builtin
 
+MS = "com.microsoft"
+
 
 def _ort(model: onnx.ModelProto, x: np.ndarray) -> np.ndarray:
     opts = ort.SessionOptions()
@@ -113,3 +115,26 @@ def test_qlinear_activation_family_keeps_semantics(opset, tmp_path):
     xs = np.random.default_rng(2).uniform(-1, 1, (4, 1, 3, 8, 8)).astype(np.float32)
     got, want = np.stack([_ort(qdq, x) for x in xs]), np.stack([_ort(model, x) for x in xs])
     assert np.abs(got - want).max() <= 1.01 / 256 and np.ptp(want) > 0  # within one level of the uint8 output
+
+
+def test_qlinear_where():
+    """A hand-written com.microsoft QLinearWhere (x and y on two grids, the output on a third)
+    against ORT's own kernel."""
+    c = [numpy_helper.from_array(np.array(v, dt), n) for n, v, dt in [
+        ("s", 0.02, np.float32), ("z", 128, np.uint8), ("s2", 0.01, np.float32), ("z2", 100, np.uint8),
+        ("cond", np.random.default_rng(0).random((1, 4, 6)) > 0.5, np.bool_)]]
+    nodes = [helper.make_node("QuantizeLinear", ["input", "s", "z"], ["q"]),
+             helper.make_node("QuantizeLinear", ["input", "s2", "z2"], ["m"]),
+             helper.make_node("QLinearWhere", ["cond", "q", "s", "z", "m", "s2", "z2", "s", "z"], ["w"],
+                              domain=MS),
+             helper.make_node("DequantizeLinear", ["w", "s", "z"], ["out"])]
+    g = helper.make_graph(nodes, "wm", [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 4, 6])],
+                          [helper.make_tensor_value_info("out", TensorProto.FLOAT, [1, 4, 6])], initializer=c)
+    model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid(MS, 1)])
+    model.ir_version = 8
+    qdq = qoperator_to_qdq(model)
+    onnx.checker.check_model(qdq)
+    assert not any(n.domain == MS for n in qdq.graph.node)
+    x = np.random.default_rng(1).uniform(-2, 2, (1, 4, 6)).astype(np.float32)
+    want = _ort(model, x)
+    assert np.abs(_ort(qdq, x) - want).max() <= 0.0201 and np.ptp(want) > 0  # one level of the output

@@ -18,7 +18,6 @@ MS_DOMAIN = "com.microsoft"
 class _Rewriter:
     def __init__(self, model: onnx.ModelProto):
         self.model = model
-        self.opset = {o.domain: o.version for o in model.opset_import}.get("", 0)
         self.inits = {i.name: i for i in model.graph.initializer}
         self.nodes: list[onnx.NodeProto] = []
         self.new_inits: list[onnx.TensorProto] = []
@@ -141,18 +140,6 @@ def _where(rw: _Rewriter, node: onnx.NodeProto, i: list[str]) -> None:
     rw.q(rw.op("Where", [i[0], x, y], node), i[7], i[8], node.output[0])
 
 
-def _reduce_mean(rw: _Rewriter, node: onnx.NodeProto, i: list[str]) -> None:
-    """ReduceMean takes its axes as an attribute before opset 18, as an input from 18 on."""
-    axes = _attrs(node).get("axes")
-    if rw.opset < 18 or axes is None:
-        rw.unary(node, i, "ReduceMean")
-        return
-    name = rw.fresh(f"{node.name or node.op_type}_axes")
-    rw.new_inits.append(numpy_helper.from_array(np.asarray(axes, np.int64), name))
-    y = rw.op("ReduceMean", [rw.dq(i[0], i[1], i[2]), name], node, drop=("axes",))
-    rw.q(y, i[3], i[4], node.output[0])
-
-
 def _attrs(node: onnx.NodeProto) -> dict:
     return {a.name: helper.get_attribute_value(a) for a in node.attribute}
 
@@ -162,7 +149,6 @@ _RULES = {
     "QLinearAdd": _binary, "QLinearMul": _binary,
     "QLinearGlobalAveragePool": _pool, "QLinearAveragePool": _pool,
     "QLinearConcat": _concat, "QLinearSoftmax": _softmax, "QLinearWhere": _where,
-    "QLinearReduceMean": _reduce_mean,
     "QLinearSigmoid": lambda rw, node, i: rw.unary(node, i, "Sigmoid"),
     "QLinearLeakyRelu": lambda rw, node, i: rw.unary(node, i, "LeakyRelu"),
 }
