@@ -25,6 +25,11 @@ class ConfigError(FarmError):
     """A devices.yaml or suite file is malformed."""
 
 
+class NoBaseline(FarmError):
+    """The model has no float32 counterpart that farm can derive (integer outputs, per-axis
+    activations, ...): its fp32 baseline is skipped with this reason, not failed."""
+
+
 class DeviceFailure(FarmError):
     """The device (not the model) failed: server gone, session refused, upload broken. Within a run
     it becomes the check's error of this kind; outside one (`farm up`) a one-line message."""

@@ -8,7 +8,7 @@ import onnxruntime as ort
 import pytest
 
 from farm.config.suites import load_suite
-from farm.errors import ConfigError, FarmError
+from farm.errors import ConfigError, FarmError, NoBaseline
 from farm.models.fp32 import fold_qdq, fp32_model
 from farm.models.registry import ModelFiles, build_builtin
 from tests.qdq_graphs import QDQ
@@ -74,18 +74,30 @@ def test_suite_switch_must_be_boolean(tmp_path):
     assert "fp32_baseline" in e.value.format() and ":3" in e.value.format()
 
 
-def test_baseline_that_cannot_be_derived_is_an_error(tmp_path):
-    from farm.models.fp32 import fp32_model
+def test_a_model_with_no_float_counterpart_skips_its_baseline(write, tmp_path):
+    """Integer outputs: no float32 model can be derived. `farm run --model` (where no suite could
+    say `fp32_baseline: false`) skips the baseline with the reason and exits 0."""
+    from farm.cli import main
+    from farm.results.store import Store
+    from tests.conftest import HOST_ONLY
 
     g = QDQ()
-    y = g.q(g.node("Relu", ["input"]), 0.1, 0)
-    m = g.model([1, 4], y, [1, 4])
+    conv = g.node("Conv", [g.qdq("input", 2 / 255), g.weight([4, 3, 3, 3], False)], pads=[1, 1, 1, 1])
+    y = g.q(conv, 0.05, 128)
+    m = g.model([1, 3, 8, 8], y, [1, 4, 8, 8])
     m.graph.output[0].type.tensor_type.elem_type = onnx.TensorProto.UINT8
     path = tmp_path / "u8out.onnx"
     onnx.save(m, str(path))
-    with pytest.raises(FarmError) as err:
+    with pytest.raises(NoBaseline):
         fp32_model(ModelFiles("u8out", path), tmp_path)
-    assert "fp32_baseline: false" in err.value.format()
+    data = tmp_path / "data"
+    assert main(["run", "--model", str(path), "--devices", str(write("devices.yaml", HOST_ONLY)),
+                 "--data-dir", str(data)]) == 0
+    with Store(data / "results.db") as store:
+        results = {r.check: r for r in store.results(store.run()["id"])}
+    assert results["correctness"].status == "pass" and results["latency"].status == "pass"
+    fp32 = results["latency-fp32"]
+    assert fp32.status == "skipped" and "integer outputs" in fp32.reason, fp32
 
 
 def test_float_model_is_its_own_baseline(write, tmp_path, capsys):

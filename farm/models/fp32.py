@@ -13,7 +13,7 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from farm.errors import FarmError, error_line
+from farm.errors import FarmError, NoBaseline, error_line
 from farm.models.qoperator import has_qoperators, qoperator_to_qdq
 from farm.models.registry import ModelFiles, load_onnx, write_atomic
 from farm.models.tflite import is_tflite
@@ -54,8 +54,8 @@ def fold_qdq(model: onnx.ModelProto) -> onnx.ModelProto:
     used = {i for n in nodes for i in n.input}
     if any(n.op_type in ("QuantizeLinear", "DequantizeLinear") for n in nodes) or \
             any(o.type.tensor_type.elem_type != onnx.TensorProto.FLOAT for o in model.graph.output):
-        raise FarmError("cannot derive a float32 model: quantize/dequantize nodes with non-constant "
-                        "parameters or integer outputs remain", "give the suite `fp32_baseline: false`")
+        raise NoBaseline("cannot derive a float32 model: quantize/dequantize nodes with non-constant "
+                        "parameters or integer outputs remain")
     new_inits = [i for i in list(model.graph.initializer) + extra if i.name in used]
     del model.graph.node[:]
     model.graph.node.extend(nodes)
@@ -71,8 +71,7 @@ def _range(node: onnx.NodeProto, inits: dict) -> tuple[float, float]:
     has_zp = len(node.input) > 2 and node.input[2]
     zp = numpy_helper.to_array(inits[node.input[2]]) if has_zp else np.uint8(0)
     if scale.size != 1:
-        raise FarmError("cannot derive a float32 model: an activation is quantized per axis",
-                        "give the suite `fp32_baseline: false`")
+        raise NoBaseline("cannot derive a float32 model: an activation is quantized per axis")
     info = np.iinfo(zp.dtype)
     z = float(zp.reshape(-1)[0])
     return (info.min - z) * float(scale.reshape(-1)[0]), (info.max - z) * float(scale.reshape(-1)[0])

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 from ai_edge_litert import schema_py_generated as fb
 
-from farm.errors import FarmError
+from farm.errors import NoBaseline
 from farm.models.tflite import read_tflite
 from farm.models.tflite_writer import TFLITE_TYPES
 
@@ -28,8 +28,7 @@ def float_tflite(path: Path) -> bytes:
     sg = m.subgraphs[0]
     if any(_code(m.operatorCodes[o.opcodeIndex]) in (fb.BuiltinOperator.QUANTIZE, fb.BuiltinOperator.DEQUANTIZE)
            for o in sg.operators):
-        raise FarmError(f"cannot derive a float32 model from {path.name}: it has QUANTIZE/DEQUANTIZE ops",
-                        "give the suite `fp32_baseline: false`")
+        raise NoBaseline(f"cannot derive a float32 model from {path.name}: it has QUANTIZE/DEQUANTIZE ops")
     inputs = set(sg.inputs)
     for i, t in enumerate(sg.tensors):
         q = t.quantization
@@ -39,8 +38,7 @@ def float_tflite(path: Path) -> bytes:
         if buf.data is not None and len(buf.data):
             buf.data = _dequantize(np.asarray(buf.data, np.uint8).view(_INT_TYPES[t.type]).reshape(t.shape), q)
         elif buf.offset:
-            raise FarmError(f"cannot derive a float32 model from {path.name}: external buffers",
-                            "give the suite `fp32_baseline: false`")
+            raise NoBaseline(f"cannot derive a float32 model from {path.name}: external buffers")
         t.type, t.quantization = fb.TensorType.FLOAT32, None
     code = len(m.operatorCodes)
     m.operatorCodes.append(_opcode(fb.BuiltinOperator.DEQUANTIZE))

@@ -16,7 +16,7 @@ from farm.compile.build import Artifact, check_importable
 from farm.compile.worker import compile_isolated
 from farm.config.devices import Device
 from farm.config.suites import Check, Suite, Timeouts
-from farm.errors import DeviceFailure, FarmError, error_line
+from farm.errors import DeviceFailure, FarmError, NoBaseline, error_line
 from farm.models.exact_reference import exact_outputs, with_exact_semantics
 from farm.models.fp32 import fp32_model
 from farm.models.reference import make_inputs, model_inputs, output_steps, run_reference
@@ -216,6 +216,9 @@ class DeviceRun:
         try:
             path = fp32_model(self.prep.model, self.session.opts.data_dir / "models")
             return self._compile(path, f"the fp32 baseline of {self.prep.model.name}")
+        except NoBaseline as e:
+            self.result(Check.LATENCY_FP32, Status.SKIPPED, kind=Kind.UNAVAILABLE, reason=e.what)
+            return None
         except FarmError as e:
             self.result(Check.LATENCY_FP32, Status.ERROR, kind=Kind.COMPILE, reason=e.format())
             return None
