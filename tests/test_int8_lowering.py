@@ -168,3 +168,42 @@ def test_a_bug_in_one_op_lowering_leaves_that_op_in_float(work, monkeypatch):
     assert len(ops) == 5 and all(o["compute"] == "float32" for o in ops)
     assert all("farm's integer lowering failed here (IndexError: tuple index out of range)" in o["fallback"]
                for o in ops), ops
+
+
+def _exported_with_shape_subgraph() -> onnx.ModelProto:
+    """As exporters write a flatten: Reshape to Concat(Gather(Shape(x), 0), [-1]), with a
+    symbolic batch — TVM's ONNX frontend takes Reshape only with a constant shape."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    inits = [numpy_helper.from_array(rng.normal(0, 0.3, (4, 3, 3, 3)).astype(np.float32), "w"),
+             numpy_helper.from_array(rng.normal(0, 0.1, (256, 10)).astype(np.float32), "fc"),
+             numpy_helper.from_array(np.array(0, np.int64), "zero"),
+             numpy_helper.from_array(np.array([-1], np.int64), "minus1")]
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1]),
+             helper.make_node("Relu", ["c"], ["r"]),
+             helper.make_node("Shape", ["r"], ["shape"]),
+             helper.make_node("Gather", ["shape", "zero"], ["n"], axis=0),
+             helper.make_node("Unsqueeze", ["n", "zero"], ["n1"]),
+             helper.make_node("Concat", ["n1", "minus1"], ["newshape"], axis=0),
+             helper.make_node("Reshape", ["r", "newshape"], ["flat"]),
+             helper.make_node("MatMul", ["flat", "fc"], ["y"])]
+    g = helper.make_graph(nodes, "exported", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, 8, 8])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 10])], initializer=inits)
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    m.ir_version = 8
+    return m
+
+
+@pytest.mark.parametrize("qoperator", [False, True])
+def test_shape_subgraphs_are_folded_before_import(qoperator, registry, work):
+    """A model quantized by ORT as exported, not pre-processed: it imports (ORT's offline constant
+    folding ran first), both dot products run in integers and the outputs match ORT."""
+    from farm.models.quantize import quantize_qdq
+
+    path = work / f"exported-{qoperator}.onnx"
+    quantize_qdq(_exported_with_shape_subgraph(), path, qoperator=qoperator)
+    assert any(n.op_type == "Shape" for n in onnx.load(str(path)).graph.node)
+    m, lowering, _ = _check(path, registry, work)
+    assert m["max_lsb"] <= 1, m
+    assert [o["compute"] for o in lowering["ops"]] == ["int8", "int8"], lowering["ops"]

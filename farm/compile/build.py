@@ -14,6 +14,7 @@ from farm.compile.cache import Cache, cache_key
 from farm.compile.schedules.records import load_choices, record_path
 from farm.config.devices import Device
 from farm.errors import FarmError, error_line
+from farm.models.normalize import normalized
 from farm.models.qoperator import has_qoperators, qoperator_to_qdq
 from farm.models.reference import model_inputs
 from farm.models.registry import load_onnx
@@ -58,11 +59,12 @@ def check_importable(model, model_path: Path) -> None:
 
 
 def import_onnx(model_path: Path):
-    """The Relax module of an ONNX model, with weights as constants."""
+    """The Relax module of an ONNX model (normalized first: static shapes, constant subgraphs
+    folded), with weights as constants."""
     from tvm import relax
     from tvm.relax.frontend.onnx import from_onnx
 
-    model = load_onnx(model_path)
+    model = normalized(load_onnx(model_path), model_path.name)
     if has_qoperators(model):  # QLinearConv & co: import their QDQ form, lowered like any QDQ model
         model = qoperator_to_qdq(model)
     shapes = {i.name: list(i.shape) for i in model_inputs(model)}

@@ -1,0 +1,46 @@
+"""A user's ONNX graph made importable: every input's shape fixed (an unknown batch becomes 1), then
+ONNX Runtime's offline basic optimization — constant folding of the shape subgraphs exporters and
+quantizers leave (Shape → Gather → Concat → Reshape), redundant node removal — saved as a model.
+
+ORT is the well-kept tool for this: its constant folding leaves DequantizeLinear in place, so Q/DQ
+pairs stay intact for the integer lowering, and the basic level emits only standard ONNX ops."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+import onnx
+import onnxruntime as ort
+
+from farm.errors import FarmError, error_line
+from farm.models.reference import model_inputs
+
+
+def fix_input_shapes(model: onnx.ModelProto) -> onnx.ModelProto:
+    """A copy whose graph inputs have the static shapes farm feeds (model_inputs: batch 1)."""
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    shapes = {i.name: i.shape for i in model_inputs(model)}
+    for vi in out.graph.input:
+        if vi.name in shapes:
+            for d, size in zip(vi.type.tensor_type.shape.dim, shapes[vi.name], strict=True):
+                d.Clear()
+                d.dim_value = size
+    return out
+
+
+def normalized(model: onnx.ModelProto, name: str) -> onnx.ModelProto:
+    """The model with static input shapes and its constant subgraphs folded by ONNX Runtime."""
+    fixed = fix_input_shapes(model)
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+    opts.log_severity_level = 3
+    with tempfile.TemporaryDirectory() as tmp:
+        opts.optimized_model_filepath = str(Path(tmp) / "basic.onnx")
+        try:
+            ort.InferenceSession(fixed.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+        except Exception as e:  # ORT raises its own exception types for graphs it rejects
+            raise FarmError(f"ONNX Runtime cannot load {name} to fold its constant subgraphs: {error_line(e)}",
+                            "check the model with onnx.checker and ONNX Runtime") from None
+        return onnx.load(opts.optimized_model_filepath)
