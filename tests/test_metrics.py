@@ -57,3 +57,47 @@ def test_latency_stats():
     assert s.cov == pytest.approx(np.std([1, 2, 3, 4, 10], ddof=1) / 4.0)
     with pytest.raises(ValueError):
         LatencyStats.of([])
+
+
+def test_top1_is_per_position_on_sequence_outputs():
+    """[N, T, C] (an OCR recognizer's per-step classes): one arg-max per time step, so one step
+    disagreeing costs 1/T — not the whole input, as one arg-max over T·C would."""
+    rng = np.random.default_rng(0)
+    ref = rng.integers(0, 200, (1, 40, 30)).astype(np.float32)
+    out = ref.copy()
+    out[0, 3] = 0
+    out[0, 3, (ref[0, 3].argmax() + 1) % 30] = 255  # step 3 now picks another, lower class
+    m = compare([[out]], [[ref]], [1.0])
+    assert m["top1_positions"] == 40 and m["top1"] == pytest.approx(39 / 40)
+
+
+def test_top1_ties_within_one_step_agree():
+    ref = np.array([[10.0, 12.0, 11.0]], dtype=np.float32)
+    out = np.array([[10.0, 11.0, 12.0]], dtype=np.float32)  # picks the class one level below the best
+    assert compare([[out]], [[ref]], [1.0])["top1"] == 1.0
+    assert compare([[out]], [[ref]], [None])["top1"] == 0.0  # float output: no grid, no tie
+
+
+def test_maps_have_no_top1():
+    ref = np.random.default_rng(0).random((1, 4, 8, 8)).astype(np.float32)
+    m = compare([[ref]], [[ref]], [None])
+    assert m["top1"] is None and m["top1_positions"] == 0
+
+
+def test_a_constant_reference_is_named():
+    zeros = [[np.zeros((1, 16), np.float32), np.arange(4, dtype=np.float32)[None]] for _ in range(2)]
+    m = compare(zeros, zeros, [0.1, 0.1])
+    assert m["constant_outputs"] == [0]
+    varying = [[np.full((1, 16), k, np.float32)] for k in range(2)]  # constant in each set, not across
+    assert compare(varying, varying, [0.1])["constant_outputs"] == []
+
+
+def test_cosine_is_not_judged_on_a_quantized_grid():
+    """A sparse quantized output one level off in a few places: within max_lsb and min_exact,
+    though its cosine is far below 0.999."""
+    ref = np.zeros((1, 1000), np.float32)
+    out = ref.copy()
+    out[0, :3] = 0.01
+    m = compare([[out]], [[ref]], [0.01])
+    assert m["cosine"] < 0.5 and judge(m, CorrectnessSpec()) == []
+    assert judge(compare([[out]], [[ref]], [None]), CorrectnessSpec(min_exact=0))  # float: judged

@@ -125,3 +125,13 @@ def test_a_model_that_does_not_run_in_int8_says_so():
     assert "NOT INT8" in row(0)["notes"]
     assert "2 of 5 dot-product ops not int8" in row(3)["notes"]
     assert "int8" not in row(5)["notes"]
+
+
+def test_a_constant_reference_and_positional_top1_are_shown():
+    from farm.report.table import HEADERS, device_rows
+    from farm.results.store import CheckResult
+
+    corr = CheckResult("host", "s", "correctness", "pass",
+                       metrics={"exact": 1.0, "top1": 1.0, "top1_positions": 40, "constant_outputs": [0]})
+    row = dict(zip(HEADERS, device_rows([corr])["s"][0], strict=True))
+    assert "CONSTANT REFERENCE: output 0" in row["notes"] and row["top-1"] == "100% of 40"

@@ -65,6 +65,10 @@ def _row(device: str, checks: dict[str, CheckResult]) -> list[str]:
     fp32_ms = fm["median"] * 1e3 if fm and fm.get("unit", "s") == "s" else None
     lowering = (comp.metrics.get("lowering") or {}) if comp else {}
     notes.extend(_not_int8(lowering.get("summary") or {}))
+    if cm.get("constant_outputs"):
+        outs = ", ".join(str(i) for i in cm["constant_outputs"])
+        notes.append(f"CONSTANT REFERENCE: output {outs} is one value on every input, so agreeing "
+                     "with it proves little (give real inputs)")
     ms = 1e3
     return [
         device, any_r.target, any_r.transport, compile_cell, summary_cell(lowering.get("summary")),
@@ -72,7 +76,7 @@ def _row(device: str, checks: dict[str, CheckResult]) -> list[str]:
         _fmt(cm.get("max_lsb"), "g"),
         _fmt(cm.get("exact"), ".2%") + (f" (ORT {cm['exact_ort']:.2%})" if "exact_ort" in cm else "")
         + (f" vs {cm['reference']}" if "reference" in cm else ""),
-        _fmt(cm.get("top1"), ".0%"),
+        _fmt(cm.get("top1"), ".0%") + (f" of {cm['top1_positions']}" if cm.get("top1_positions", 0) > 1 else ""),
         _fmt(lm["median"] * ms if lm else None, ".2f"),
         _fmt(lm["p90"] * ms if lm else None, ".2f"),
         _fmt(lm.get("cov"), ".1%"),
