@@ -36,7 +36,7 @@ def _resumed(args: argparse.Namespace) -> dict:
 
 def cmd_run(args: argparse.Namespace, command: str) -> int:
     plan = resume_plan(_resumed(args), args.devices) if args.resume else \
-        pick(load_devices(args.devices), args.suite, args.device, args.model)
+        pick(load_devices(args.devices), args.suite, args.device, args.model, inputs=args.inputs)
     outcome = run(plan, RunOptions(data_dir=args.data_dir, command=command))
     write_output(report_text(args.data_dir, outcome.run_id, args.format), None)
     return 0 if outcome.ok else 1

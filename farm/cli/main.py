@@ -32,6 +32,9 @@ def _parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", parents=[common], help="run suites on devices")
     run.add_argument("--suite", action="append", default=[], help="suite name or file (repeatable)")
     run.add_argument("--model", type=Path, help="run the default checks on this ONNX file")
+    run.add_argument("--inputs", type=Path, action="append", default=[], metavar="PATH",
+                     help="with --model: real inputs instead of seeded noise (.npy, .npz, or an ONNX "
+                     "test_data_set folder, whose output_*.pb are checked too; repeatable)")
     run.add_argument("--device", action="append", default=[], help="device name or tag (repeatable)")
     run.add_argument("--format", choices=["table", "md", "json"], default="table")
     run.add_argument("--resume", metavar="RUN", help="continue an interrupted run without repeating "

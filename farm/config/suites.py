@@ -48,6 +48,7 @@ class InputSpec:
     dtype: str | None = None
     low: float = -1.0
     high: float = 1.0
+    files: tuple[Path, ...] = ()  # real input sets (.npy, .npz, test_data_set folders) instead of noise
 
 
 @dataclass(frozen=True)
@@ -116,10 +117,15 @@ def _model(node: Node, base: Path) -> ModelSpec:
     return ModelSpec(builtin=builtin, path=(base / path) if path else None, origin=origin)
 
 
-def _inputs(node: Node | None) -> InputSpec:
+def _inputs(node: Node | None, base: Path) -> InputSpec:
     if node is None:
         return InputSpec()
     shape = node.int_list("shape")
+    files = tuple(base / f for f in node.str_list("files"))
+    for k, f in enumerate(files):
+        if not f.exists():
+            raise node.src.error(node.path + ("files", k), f"input file {f} does not exist",
+                                 "check the path (relative to the suite file)")
     spec = given(
         InputSpec,
         seed=node.number("seed", int, lo=0),
@@ -128,6 +134,7 @@ def _inputs(node: Node | None) -> InputSpec:
         dtype=node.choice("dtype", list(DTYPE_BYTES)),
         low=node.get("low", float),
         high=node.get("high", float),
+        files=files,
     )
     if spec.low >= spec.high:
         raise node.error("high", f"'high' ({spec.high}) must be above 'low' ({spec.low})",
@@ -202,7 +209,7 @@ def load_suite(path: str | Path) -> Suite:
         name=name,
         file=src.file,
         model=_model(root.child("model", "model", required=True), Path(path).resolve().parent),
-        inputs=_inputs(root.child("inputs", "inputs")),
+        inputs=_inputs(root.child("inputs", "inputs"), Path(path).resolve().parent),
         correctness=_correctness(root.child("correctness", "correctness")),
         latency=_latency(root.child("latency", "latency")),
         devices=tuple(root.str_list("devices")) or None,

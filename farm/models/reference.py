@@ -15,9 +15,10 @@ from farm.config.suites import MAX_INPUT_BYTES, InputSpec
 from farm.errors import FarmError, error_line
 from farm.models.qoperator import has_qoperators, qoperator_to_qdq
 
-_ONNX_DTYPES = {onnx.TensorProto.FLOAT: "float32", onnx.TensorProto.FLOAT16: "float16",
-                onnx.TensorProto.UINT8: "uint8", onnx.TensorProto.INT8: "int8",
-                onnx.TensorProto.INT32: "int32", onnx.TensorProto.INT64: "int64"}
+_T = onnx.TensorProto
+_ONNX_DTYPES = {_T.FLOAT: "float32", _T.FLOAT16: "float16", _T.DOUBLE: "float64", _T.BOOL: "bool",
+                _T.UINT8: "uint8", _T.INT8: "int8", _T.UINT16: "uint16", _T.INT16: "int16",
+                _T.UINT32: "uint32", _T.INT32: "int32", _T.UINT64: "uint64", _T.INT64: "int64"}
 
 
 @dataclass(frozen=True)
@@ -48,7 +49,10 @@ def model_inputs(model: onnx.ModelProto) -> list[TensorInfo]:
                                 f"{','.join(str(s) if isinstance(s, int) else f'<{s}>' for s in [1, *shape[1:]])} "
                                 "in.onnx fixed.onnx")
         shape = tuple(d.dim_value if d.dim_value > 0 else 1 for d in dims)
-        out.append(TensorInfo(vi.name, shape, _ONNX_DTYPES.get(tt.elem_type, "float32")))
+        if tt.elem_type not in _ONNX_DTYPES:
+            raise FarmError(f"input '{vi.name}' is of ONNX type {_T.DataType.Name(tt.elem_type)}, which farm "
+                            "cannot feed", "give the model inputs of a numeric numpy type")
+        out.append(TensorInfo(vi.name, shape, _ONNX_DTYPES[tt.elem_type]))
     return out
 
 
@@ -108,7 +112,7 @@ def output_steps(model: onnx.ModelProto) -> list[float | None]:
     for out in model.graph.output:
         elem = out.type.tensor_type.elem_type
         node = producers.get(out.name)
-        if _ONNX_DTYPES.get(elem, "float32") in ("uint8", "int8", "int32", "int64"):
+        if np.issubdtype(np.dtype(_ONNX_DTYPES.get(elem, "float32")), np.integer):
             steps.append(1.0)
         elif node is not None and node.op_type == "DequantizeLinear" and node.input[1] in inits:
             scale = onnx.numpy_helper.to_array(inits[node.input[1]])

@@ -17,7 +17,8 @@ import numpy as np
 
 from farm.config.suites import InputSpec
 from farm.errors import FarmError, error_line
-from farm.models.reference import TensorInfo, make_inputs
+from farm.models.input_files import input_sets
+from farm.models.reference import TensorInfo
 from farm.platform.isolate import Crashed, run_isolated
 
 TFLITE_SUFFIX = ".tflite"
@@ -123,21 +124,23 @@ class LiteRTReference:
     optimized: list[list[np.ndarray]] | None  # LiteRT's optimized builtin kernels (no delegate)
     steps: list[float | None]
     note: str | None = None  # set when refs are not the reference kernels' outputs, and why
+    expected: list[list[np.ndarray]] | None = None  # outputs the input files came with
 
 
 def litert_reference(path: Path, spec: InputSpec, log: Path, run: Callable = run_litert) -> LiteRTReference:
-    """Seeded inputs for a .tflite model and LiteRT's outputs on them (`run`: run_litert or a
+    """The input sets of a .tflite model (files or seeded noise) and LiteRT's outputs on them (`run`: run_litert or a
     stand-in with its signature), each set of kernels in its own process: the reference kernels
     abort (SIGABRT) on some real models, and then the optimized kernels are the reference, so labelled."""
-    feeds = make_inputs(tflite_inputs(path), spec)
+    sets = input_sets(tflite_inputs(path), spec)
+    feeds = sets.feeds
     optimized = run_isolated(run, path, feeds, "BUILTIN_WITHOUT_DEFAULT_DELEGATES",
                              what=f"LiteRT's optimized kernels on {path.name}", log=log)
     try:
         refs = run_isolated(run, path, feeds, what=f"LiteRT's reference kernels on {path.name}", log=log)
     except Crashed as e:
         note = f"LiteRT optimized kernels (its reference kernels crash on this model: {e.cause})"
-        return LiteRTReference(feeds, optimized, None, tflite_output_steps(path), note)
-    return LiteRTReference(feeds, refs, optimized, tflite_output_steps(path))
+        return LiteRTReference(feeds, optimized, None, tflite_output_steps(path), note, sets.expected)
+    return LiteRTReference(feeds, refs, optimized, tflite_output_steps(path), expected=sets.expected)
 
 
 def with_litert_optimized(vs_ref: dict, vs_optimized: dict) -> dict:

@@ -65,6 +65,8 @@ def _row(device: str, checks: dict[str, CheckResult]) -> list[str]:
     fp32_ms = fm["median"] * 1e3 if fm and fm.get("unit", "s") == "s" else None
     lowering = (comp.metrics.get("lowering") or {}) if comp else {}
     notes.extend(_not_int8(lowering.get("summary") or {}))
+    if cm.get("expected_outputs") == "equal":
+        notes.append("outputs equal the input files' expected outputs")
     if cm.get("constant_outputs"):
         outs = ", ".join(str(i) for i in cm["constant_outputs"])
         notes.append(f"CONSTANT REFERENCE: output {outs} is one value on every input, so agreeing "

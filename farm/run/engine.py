@@ -16,7 +16,7 @@ from pathlib import Path
 
 from farm.config.devices import Device, Registry, load_devices
 from farm.config.paths import default_path
-from farm.config.suites import ModelSpec, Suite, find_suite
+from farm.config.suites import InputSpec, ModelSpec, Suite, find_suite
 from farm.errors import ConfigError, FarmError
 from farm.models.registry import build_builtin, checked_suite, reference_name
 from farm.platform.host import INTERESTING, host_info
@@ -70,7 +70,7 @@ class RunOutcome:
 
 
 def pick(registry: Registry, suites: Sequence[str] = (), devices: Sequence[str] = (),
-         model: Path | None = None, suites_dir: Path | None = None) -> Plan:
+         model: Path | None = None, suites_dir: Path | None = None, inputs: Sequence[Path] = ()) -> Plan:
     """The pairs of a plan: each suite (a name in suites_dir, default suites/, or a .yaml path; a
     model file runs with the default checks) on its own `devices:`. Device selectors (names or
     tags) narrow those; a suite none of whose devices is selected runs on the selected ones, as
@@ -80,7 +80,13 @@ def pick(registry: Registry, suites: Sequence[str] = (), devices: Sequence[str] 
     if model:
         if not model.exists():
             raise ConfigError(f"model file {model} does not exist", "check the path")
-        chosen.append(Suite(name=model.stem, file=str(model), model=ModelSpec(path=model.resolve())))
+        for f in inputs:
+            if not f.exists():
+                raise ConfigError(f"input file {f} does not exist", "check the path given to --inputs")
+        chosen.append(Suite(name=model.stem, file=str(model), model=ModelSpec(path=model.resolve()),
+                            inputs=InputSpec(files=tuple(f.resolve() for f in inputs))))
+    elif inputs:
+        raise ConfigError("--inputs goes with --model", "give real inputs of a suite as `inputs: {files: …}`")
     if not chosen:
         raise ConfigError("nothing to run", "give --suite NAME or --model FILE.onnx")
     pairs = []
@@ -94,6 +100,7 @@ def pick(registry: Registry, suites: Sequence[str] = (), devices: Sequence[str] 
             target_dict(d)
         pairs.append((suite, own))
     asked = {"suite": [str(p.resolve()) for p in paths], "model": str(model.resolve()) if model else None,
+             "inputs": [str(f.resolve()) for f in inputs],
              "device": list(devices), "devices": str(Path(registry.file).resolve())}
     return Plan.of(pairs, asked=asked)
 
@@ -106,7 +113,7 @@ def resume_plan(row: dict, devices: Path) -> Plan:
     asked = json.loads(row["plan"] or "{}")
     model = Path(asked["model"]) if asked.get("model") else None
     plan = pick(load_devices(Path(asked.get("devices", devices))), asked.get("suite", []),
-                asked.get("device", []), model)
+                asked.get("device", []), model, inputs=[Path(f) for f in asked.get("inputs", [])])
     return replace(plan, resume=row["id"])
 
 

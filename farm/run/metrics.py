@@ -66,6 +66,25 @@ def top1(o: np.ndarray, r: np.ndarray, step: float | None) -> tuple[int, int]:
     return int((picked >= rr.max(1) - (step or 0.0) * 1.0001).sum()), ro.shape[0]
 
 
+def mismatch(outputs: list[list[np.ndarray]], expected: list[list[np.ndarray]]) -> str | None:
+    """Where outputs differ from the expected ones (integer outputs bit for bit, float outputs
+    within ONNX's backend-test tolerance rtol 1e-3, atol 1e-7), or None when they do not."""
+    for k, (out_set, exp_set) in enumerate(zip(outputs, expected, strict=True)):
+        if len(out_set) != len(exp_set):
+            return f"set {k}: {len(out_set)} outputs, {len(exp_set)} expected"
+        for i, (o, e) in enumerate(zip(out_set, exp_set, strict=True)):
+            if o.shape != e.shape:
+                return f"set {k} output {i}: shape {list(o.shape)}, expected {list(e.shape)}"
+            if np.issubdtype(e.dtype, np.integer) or e.dtype == np.bool_:
+                off = o != e
+            else:
+                off = ~np.isclose(o.astype(np.float64), e.astype(np.float64), rtol=1e-3, atol=1e-7, equal_nan=True)
+            if off.any():
+                diff = float(np.abs(o.astype(np.float64) - e.astype(np.float64)).max())
+                return f"set {k} output {i}: {int(off.sum())} of {off.size} elements (max diff {diff:g})"
+    return None
+
+
 def cosine(a: np.ndarray, b: np.ndarray) -> float:
     na, nb = float(np.linalg.norm(a)), float(np.linalg.norm(b))
     if na == 0.0 or nb == 0.0:

@@ -19,13 +19,14 @@ from farm.config.suites import Check, Suite, Timeouts
 from farm.errors import DeviceFailure, FarmError, NoBaseline, error_line
 from farm.models.exact_reference import exact_outputs, with_exact_semantics
 from farm.models.fp32 import fp32_model
-from farm.models.reference import make_inputs, model_inputs, output_steps, run_reference
+from farm.models.input_files import input_sets
+from farm.models.reference import model_inputs, output_steps, run_reference
 from farm.models.registry import ModelFiles, build_builtin, load_onnx
 from farm.models.tflite import is_tflite, litert_reference, with_litert_optimized
 from farm.results.states import Health, Kind, Status
 from farm.results.store import CheckResult, Store
 from farm.run import baseline
-from farm.run.metrics import LatencyStats, compare, judge
+from farm.run.metrics import LatencyStats, compare, judge, mismatch
 from farm.run.watchdog import bounded
 from farm.transports.embedded import Farm
 
@@ -58,6 +59,7 @@ class PreparedSuite:
     exact_refs: list[list[np.ndarray]] | None = None  # float64 exact semantics, where supported
     optimized_refs: list[list[np.ndarray]] | None = None  # TFLite: LiteRT's optimized kernels
     reference_note: str | None = None  # what the reference is when it is not the usual one
+    expected: list[list[np.ndarray]] | None = None  # outputs the input files came with (test_data_set)
 
 
 def prepare(suite: Suite, data_dir: Path) -> PreparedSuite:
@@ -69,12 +71,12 @@ def prepare(suite: Suite, data_dir: Path) -> PreparedSuite:
     if is_tflite(model.path):  # reference: LiteRT's reference kernels
         ref = litert_reference(model.path, suite.inputs, data_dir / "logs" / f"litert-{model.name}.log")
         return PreparedSuite(suite, model, ref.feeds, ref.refs, ref.steps, optimized_refs=ref.optimized,
-                             reference_note=ref.note)
+                             reference_note=ref.note, expected=ref.expected)
     proto = load_onnx(model.path)
     check_importable(proto, model.path)
-    feeds = make_inputs(model_inputs(proto), suite.inputs)
-    return PreparedSuite(suite, model, feeds, run_reference(model.path, feeds), output_steps(proto),
-                         exact_outputs(proto, feeds))
+    sets = input_sets(model_inputs(proto), suite.inputs)
+    return PreparedSuite(suite, model, sets.feeds, run_reference(model.path, sets.feeds), output_steps(proto),
+                         exact_outputs(proto, sets.feeds), expected=sets.expected)
 
 
 class Session:
@@ -270,6 +272,10 @@ class DeviceRun:
             return
         m["upload_seconds"] = round(upload_seconds, 3)
         bad = judge(m, self.prep.suite.correctness)
+        if self.prep.expected is not None:
+            off = mismatch(outputs, self.prep.expected)
+            m["expected_outputs"] = "differ" if off else "equal"
+            bad += [f"outputs differ from the expected ones the input files came with: {off}"] if off else []
         self.result(Check.CORRECTNESS, Status.FAIL if bad else Status.PASS,
                     kind=Kind.WRONG_ANSWER if bad else None, reason="; ".join(bad), metrics=m)
 
