@@ -19,7 +19,9 @@ from farm.errors import FarmError
 Op = Callable[[list, dict], np.ndarray]
 
 
-def _axis_shape(ndim: int, axis: int, size: int) -> list[int]:
+def _axis_shape(ndim: int, axis: int, size: int, a: dict) -> list[int]:
+    if a.get("block_size"):  # blocked quantization (opset 21): scales per block along the axis
+        raise FarmError("blocked quantization is not covered by the exact-semantics interpreter")
     shape = [1] * ndim
     if size > 1:
         shape[axis % ndim] = -1
@@ -29,7 +31,7 @@ def _axis_shape(ndim: int, axis: int, size: int) -> list[int]:
 def _quantize(i, a):
     x, s = i[0], i[1]
     zp = i[2] if len(i) > 2 and i[2] is not None else np.uint8(0)
-    shape = _axis_shape(x.ndim, a.get("axis", 1), s.size)
+    shape = _axis_shape(x.ndim, a.get("axis", 1), s.size, a)
     info = np.iinfo(zp.dtype)
     q = np.rint(x / s.astype(np.float64).reshape(shape)) + zp.astype(np.float64).reshape(shape)
     return np.clip(q, info.min, info.max).astype(zp.dtype)
@@ -38,7 +40,7 @@ def _quantize(i, a):
 def _dequantize(i, a):
     x, s = i[0], i[1]
     zp = i[2] if len(i) > 2 and i[2] is not None else np.zeros(1, x.dtype)
-    shape = _axis_shape(x.ndim, a.get("axis", 1), s.size)
+    shape = _axis_shape(x.ndim, a.get("axis", 1), s.size, a)
     return (x.astype(np.float64) - zp.astype(np.float64).reshape(shape)) * \
         s.astype(np.float64).reshape(shape)
 

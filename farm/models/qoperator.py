@@ -22,16 +22,26 @@ class _Rewriter:
         self.nodes: list[onnx.NodeProto] = []
         self.new_inits: list[onnx.TensorProto] = []
         self.count = 0
+        self.declared: dict[str, onnx.ValueInfoProto] | None = None
 
     def fresh(self, base: str) -> str:
         self.count += 1
         return f"{base}__qdq{self.count}"
 
-    def const_array(self, name: str, node: onnx.NodeProto) -> np.ndarray:
-        if name not in self.inits:
-            raise FarmError(f"{node.op_type} node '{node.name}' has a non-constant scale '{name}'",
-                            "QOperator models need constant scales; quantize the model statically")
-        return numpy_helper.to_array(self.inits[name])
+    def scale_size(self, name: str, node: onnx.NodeProto) -> int:
+        """Elements of a scale: an initializer's, or a graph input's declared shape (ONNX's node
+        tests feed scales as inputs); per-axis when above one."""
+        if name in self.inits:
+            return int(np.prod(self.inits[name].dims))
+        if self.declared is None:  # scales computed in the graph (e.g. ORT's inserted casts) need inference
+            g = onnx.shape_inference.infer_shapes(self.model).graph
+            self.declared = {v.name: v for v in [*g.input, *g.value_info]}
+        declared = self.declared.get(name)
+        dims = declared.type.tensor_type.shape.dim if declared is not None else None
+        if dims is None or any(not d.HasField("dim_value") for d in dims):
+            raise FarmError(f"{node.op_type} node '{node.name}': the shape of its scale '{name}' is unknown",
+                            "give the scale a static shape, or quantize the model statically")
+        return int(np.prod([d.dim_value for d in dims]))
 
     def dq(self, x: str, scale: str, zp: str, axis: int | None = None) -> str:
         out = self.fresh(x)
@@ -52,15 +62,25 @@ class _Rewriter:
         return out
 
     def bias_scale(self, node: onnx.NodeProto, xs: str, ws: str) -> str:
-        """Initializer holding x_scale * w_scale, the implied scale of an int32 bias."""
-        scale = (self.const_array(xs, node).astype(np.float32) *
-                 self.const_array(ws, node).astype(np.float32)).astype(np.float32)
+        """x_scale * w_scale, the implied scale of an int32 bias: an initializer when both are
+        constant, else a Mul in the graph."""
         name = self.fresh(f"{node.name or node.op_type}_bias_scale")
-        self.new_inits.append(numpy_helper.from_array(scale, name))
+        if xs in self.inits and ws in self.inits:
+            scale = numpy_helper.to_array(self.inits[xs]) * numpy_helper.to_array(self.inits[ws])
+            self.new_inits.append(numpy_helper.from_array(scale.astype(np.float32), name))
+        else:
+            self.nodes.append(helper.make_node("Mul", [xs, ws], [name], name=name))
         return name
 
     def weight_axis(self, node: onnx.NodeProto, scale: str, axis: int) -> int | None:
-        return axis if self.const_array(scale, node).size > 1 else None
+        return axis if self.scale_size(scale, node) > 1 else None
+
+    def unit_scale(self, size: int | None) -> str:
+        """Scale 1.0 (per-axis of `size` when given): DequantizeLinear as a plain widening to float."""
+        name = self.fresh("unit_scale")
+        value = np.ones(size, np.float32) if size else np.float32(1.0)
+        self.new_inits.append(numpy_helper.from_array(value, name))
+        return name
 
     def rewrite(self, node: onnx.NodeProto) -> bool:
         rule = _RULES.get(node.op_type)
@@ -87,6 +107,18 @@ def _matmul(rw: _Rewriter, node: onnx.NodeProto, i: list[str]) -> None:
     a = rw.dq(i[0], i[1], i[2])
     b = rw.dq(i[3], i[4], i[5], rw.weight_axis(node, i[4], -1))
     rw.q(rw.op("MatMul", [a, b], node), i[6], i[7], node.output[0])
+
+
+def _conv_integer(rw: _Rewriter, node: onnx.NodeProto, i: list[str]) -> None:
+    """ConvInteger (x, w, x_zp, w_zp) → int32, which TVM's frontend cannot import: both widened by
+    DequantizeLinear with scale 1, Conv, Cast to int32 — the integer lowering computes that conv
+    in int32; in float it is exact while the sums stay below 2^24."""
+    per_channel = rw.scale_size(i[3], node) if i[3] and rw.scale_size(i[3], node) > 1 else None
+    x = rw.dq(i[0], rw.unit_scale(None), i[2])
+    w = rw.dq(i[1], rw.unit_scale(per_channel), i[3], 0 if per_channel else None)
+    y = rw.op("Conv", [x, w], node)
+    rw.nodes.append(helper.make_node("Cast", [y], [node.output[0]], name=rw.fresh(node.output[0]),
+                                     to=onnx.TensorProto.INT32))
 
 
 def _gemm(rw: _Rewriter, node: onnx.NodeProto, i: list[str]) -> None:
@@ -145,7 +177,7 @@ def _attrs(node: onnx.NodeProto) -> dict:
 
 
 _RULES = {
-    "QLinearConv": _conv, "QLinearMatMul": _matmul, "QGemm": _gemm,
+    "QLinearConv": _conv, "QLinearMatMul": _matmul, "QGemm": _gemm, "ConvInteger": _conv_integer,
     "QLinearAdd": _binary, "QLinearMul": _binary,
     "QLinearGlobalAveragePool": _pool, "QLinearAveragePool": _pool,
     "QLinearConcat": _concat, "QLinearSoftmax": _softmax, "QLinearWhere": _where,

@@ -20,7 +20,7 @@ from farm.errors import DeviceFailure, FarmError, NoBaseline, error_line
 from farm.models.exact_reference import exact_outputs, with_exact_semantics
 from farm.models.fp32 import fp32_model
 from farm.models.input_files import input_sets
-from farm.models.reference import model_inputs, output_steps, run_reference
+from farm.models.reference import model_inputs, output_steps, reference_outputs
 from farm.models.registry import ModelFiles, build_builtin, load_onnx
 from farm.models.tflite import is_tflite, litert_reference, with_litert_optimized
 from farm.results.states import Health, Kind, Status
@@ -75,8 +75,9 @@ def prepare(suite: Suite, data_dir: Path) -> PreparedSuite:
     proto = load_onnx(model.path)
     check_importable(proto, model.path)
     sets = input_sets(model_inputs(proto), suite.inputs)
-    return PreparedSuite(suite, model, sets.feeds, run_reference(model.path, sets.feeds), output_steps(proto),
-                         exact_outputs(proto, sets.feeds), expected=sets.expected)
+    refs, note = reference_outputs(model.path, sets.feeds)
+    return PreparedSuite(suite, model, sets.feeds, refs, output_steps(proto), exact_outputs(proto, sets.feeds),
+                         reference_note=note, expected=sets.expected)
 
 
 class Session:
