@@ -52,7 +52,9 @@ def test_wrong_answer_fails_with_exit_1(write, shared_data, capsys, monkeypatch)
             return None if refs is None else [[o + (np.ptp(o) + 1.0) for o in outs] for outs in refs]
         return wrong
 
-    monkeypatch.setattr(runner, "run_reference", shifted(runner.run_reference))
+    original = runner.reference_outputs
+    wrong_refs = shifted(lambda *args: original(*args)[0])
+    monkeypatch.setattr(runner, "reference_outputs", lambda *args: (wrong_refs(*args), None))
     monkeypatch.setattr(runner, "exact_outputs", shifted(runner.exact_outputs))
     devices = write("devices.yaml", HOST_ONLY)
     suite = write("strict.yaml", """

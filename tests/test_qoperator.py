@@ -65,9 +65,19 @@ def test_qlinear_matmul():
     np.testing.assert_array_equal(_ort(qdq, x), _ort(model, x))
 
 
-def test_non_constant_scale_is_a_clear_error():
-    with pytest.raises(FarmError, match="non-constant scale 'dyn'"):
-        qoperator_to_qdq(_qlinear_matmul("dyn"))
+def test_a_scale_given_as_input_is_rewritten_and_one_of_unknown_shape_is_a_clear_error():
+    """ONNX's node tests feed scales as graph inputs: the QDQ form takes them as they are (the
+    lowering then leaves that op in float); only a scale whose shape nobody declares is refused."""
+    model = _qlinear_matmul("dyn")
+    qdq = qoperator_to_qdq(model)
+    x = np.random.default_rng(2).uniform(-2, 2, (2, 4)).astype(np.float32)
+    sess = ort.InferenceSession(qdq.SerializeToString(), providers=["CPUExecutionProvider"])
+    got = sess.run(None, {"input": x, "dyn": np.array(0.01, np.float32)})[0]
+    np.testing.assert_array_equal(got, _ort(_qlinear_matmul(), x))
+    del model.graph.input[1].type.tensor_type.shape.dim[:]
+    model.graph.input[1].type.tensor_type.ClearField("shape")
+    with pytest.raises(FarmError, match="the shape of its scale 'dyn' is unknown"):
+        qoperator_to_qdq(model)
 
 
 def test_channels_last_pool_is_rejected():

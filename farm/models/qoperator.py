@@ -37,7 +37,8 @@ class _Rewriter:
             g = onnx.shape_inference.infer_shapes(self.model).graph
             self.declared = {v.name: v for v in [*g.input, *g.value_info]}
         declared = self.declared.get(name)
-        dims = declared.type.tensor_type.shape.dim if declared is not None else None
+        known = declared is not None and declared.type.tensor_type.HasField("shape")
+        dims = declared.type.tensor_type.shape.dim if known else None
         if dims is None or any(not d.HasField("dim_value") for d in dims):
             raise FarmError(f"{node.op_type} node '{node.name}': the shape of its scale '{name}' is unknown",
                             "give the scale a static shape, or quantize the model statically")
