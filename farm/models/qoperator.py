@@ -67,8 +67,9 @@ class _Rewriter:
         constant, else a Mul in the graph."""
         name = self.fresh(f"{node.name or node.op_type}_bias_scale")
         if xs in self.inits and ws in self.inits:
-            scale = numpy_helper.to_array(self.inits[xs]) * numpy_helper.to_array(self.inits[ws])
-            self.new_inits.append(numpy_helper.from_array(scale.astype(np.float32), name))
+            scale = (numpy_helper.to_array(self.inits[xs]).astype(np.float32) *
+                     numpy_helper.to_array(self.inits[ws]).astype(np.float32))
+            self.new_inits.append(numpy_helper.from_array(scale, name))
         else:
             self.nodes.append(helper.make_node("Mul", [xs, ws], [name], name=name))
         return name
@@ -114,7 +115,8 @@ def _conv_integer(rw: _Rewriter, node: onnx.NodeProto, i: list[str]) -> None:
     """ConvInteger (x, w, x_zp, w_zp) → int32, which TVM's frontend cannot import: both widened by
     DequantizeLinear with scale 1, Conv, Cast to int32 — the integer lowering computes that conv
     in int32; in float it is exact while the sums stay below 2^24."""
-    per_channel = rw.scale_size(i[3], node) if i[3] and rw.scale_size(i[3], node) > 1 else None
+    w_zps = rw.scale_size(i[3], node) if i[3] else 1
+    per_channel = w_zps if w_zps > 1 else None
     x = rw.dq(i[0], rw.unit_scale(None), i[2])
     w = rw.dq(i[1], rw.unit_scale(per_channel), i[3], 0 if per_channel else None)
     y = rw.op("Conv", [x, w], node)

@@ -75,12 +75,13 @@ def mismatch(outputs: list[list[np.ndarray]], expected: list[list[np.ndarray]]) 
         for i, (o, e) in enumerate(zip(out_set, exp_set, strict=True)):
             if o.shape != e.shape:
                 return f"set {k} output {i}: shape {list(o.shape)}, expected {list(e.shape)}"
+            o64, e64 = o.astype(np.float64), e.astype(np.float64)
             if np.issubdtype(e.dtype, np.integer) or e.dtype == np.bool_:
                 off = o != e
             else:
-                off = ~np.isclose(o.astype(np.float64), e.astype(np.float64), rtol=1e-3, atol=1e-7, equal_nan=True)
+                off = ~np.isclose(o64, e64, rtol=1e-3, atol=1e-7, equal_nan=True)
             if off.any():
-                diff = float(np.abs(o.astype(np.float64) - e.astype(np.float64)).max())
+                diff = float(np.abs(o64 - e64).max())
                 return f"set {k} output {i}: {int(off.sum())} of {off.size} elements (max diff {diff:g})"
     return None
 
