@@ -80,3 +80,37 @@ def patterns(per_channel: bool) -> onnx.ModelProto:
     yt = g.qdq(g.node("Transpose", [y], perm=[0, 2, 1]), 0.1 / 255)
     y = g.dq(g.q(g.node("MatMul", [yt, y]), 0.012 / 255, 128), 0.012 / 255, 128)
     return g.model([1, 4, 8, 8], y, [1, 6, 6])
+
+
+def constant_node_weights(seed: int = 0) -> onnx.ModelProto:
+    """A float net whose weights are Constant nodes, as exporters such as Paddle's write them: ORT's
+    quantizer, with no pre-processing, quantizes such weights like activations (uint8, per-tensor,
+    zero point ≠ 0). Conv with padding and stride, grouped conv, depthwise conv, 1×1 conv, MatMul."""
+    rng = np.random.default_rng(seed)
+    nodes: list[onnx.NodeProto] = []
+
+    def weight(shape) -> str:
+        name = f"w{len(nodes)}"
+        value = (rng.normal(0, 1, shape) / np.sqrt(np.prod(shape[1:]))).astype(np.float32)
+        value += np.float32(rng.uniform(-0.3, 0.3))  # off-centre: the weight's zero point ≠ 128
+        nodes.append(helper.make_node("Constant", [], [name], value=numpy_helper.from_array(value)))
+        return name
+
+    def op(kind: str, inputs: list[str], **attrs) -> str:
+        out = f"{kind.lower()}{len(nodes)}"
+        nodes.append(helper.make_node(kind, inputs, [out], **attrs))
+        return out
+
+    y = op("Relu", [op("Conv", ["input", weight((8, 4, 3, 3))], pads=[1, 1, 1, 1], strides=[2, 2])])
+    y = op("Relu", [op("Conv", [y, weight((8, 4, 3, 3))], pads=[1, 1, 1, 1], group=2)])
+    y = op("Relu", [op("Conv", [y, weight((8, 1, 3, 3))], pads=[0, 1, 1, 0], group=8)])
+    y = op("Conv", [y, weight((6, 8, 1, 1))])
+    y = op("MatMul", [op("Reshape", [y, op("Constant", [], value=numpy_helper.from_array(
+        np.array([1, 6, -1], np.int64)))]), weight((9, 5))])
+    g = helper.make_graph(nodes, "constant_weights",
+                          [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 4, 8, 8])],
+                          [helper.make_tensor_value_info(y, TensorProto.FLOAT, [1, 6, 5])])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    m.ir_version = 8
+    onnx.checker.check_model(m)
+    return m

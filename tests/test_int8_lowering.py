@@ -13,11 +13,12 @@ from farm.compile.build import compile_model, import_onnx
 from farm.compile.int8.lower import lower_int8
 from farm.compile.lowering_report import relax_dot_ops
 from farm.config.suites import InputSpec
+from farm.models.quantize import quantize_qdq
 from farm.models.reference import make_inputs, model_inputs, output_steps, run_reference
 from farm.models.registry import build_builtin
 from farm.run.metrics import compare
 from tests.conftest import run_lib
-from tests.qdq_graphs import patterns
+from tests.qdq_graphs import constant_node_weights, patterns
 
 BUILTIN_DOTS = {"tinyconv": 5, "tinyconv-qoperator": 5, "tinyconv-perchannel": 5,
                 "tinymobilenet": 6, "tinymobilenet-qoperator": 6}
@@ -66,10 +67,27 @@ def test_hand_written_patterns(per_channel, registry, work):
     assert kinds == ["avg_pool2d", "conv2d", "conv2d", "conv2d", "dense", "dense"]
     assert {o["compute"] for o in lowering["ops"]} == {"int8", "int16"}  # nothing left in float
     int16 = [o for o in lowering["ops"] if o["compute"] == "int16"]
-    # the conv with weight zero point 3 and the activation × activation matmul are flagged
-    assert sorted(o["op"] for o in int16) == ["conv2d", "dense"]
+    # the activation × activation matmul is flagged (the conv with weight zero point 3 is int8,
+    # compensated by window sums)
+    assert [o["op"] for o in int16] == ["dense"]
     assert all("int16 operands" in o["fallback"] for o in int16)
     assert any("int16" in f for f in lowering["summary"]["fallbacks"])
+
+
+def test_weights_quantized_as_activations_stay_int8(registry, work):
+    """ORT's quantizer on a model without pre-processing (weights behind Constant nodes) makes
+    uint8 weights with zero points ≠ 0: every conv (grouped, depthwise, padded, strided) and the
+    MatMul still run u8 × i8, compensated by the activation's window sums, within 1 LSB of ORT."""
+    path = work / "constant-node-weights.onnx"
+    quantize_qdq(constant_node_weights(), path)
+    zps = [onnx.numpy_helper.to_array(i) for i in onnx.load(str(path)).graph.initializer
+           if i.name.endswith("zero_point") and i.name.startswith("w")]
+    assert zps and all(z.dtype == np.uint8 and z != 128 for z in zps)  # what the test is about
+    m, lowering, outs = _check(path, registry, work)
+    assert m["max_lsb"] <= 1 and m["exact"] >= 0.95, m
+    assert np.ptp(outs[0][0]) > 0
+    assert [o["op"] for o in lowering["ops"]] == ["conv2d"] * 4 + ["dense"], lowering["ops"]
+    assert all(o["compute"] == "int8" and o["inputs"][1] == "int8" for o in lowering["ops"]), lowering["ops"]
 
 
 def test_no_float_compute_left_in_lowered_resnet_block(work):

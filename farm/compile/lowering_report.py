@@ -13,6 +13,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from farm.compile.int8.dot import WINDOW_SUM
 from farm.compile.int8.lower import INPUT_QUANTIZE
 from farm.compile.int8.pools import AVG_POOL_SUM
 
@@ -54,7 +55,7 @@ def relax_dot_ops(mod, reasons: dict[str, str]) -> list[dict[str, Any]]:
             for b in block.bindings:
                 v = b.value
                 if not (isinstance(v, relax.Call) and isinstance(v.op, tvm.ir.Op)
-                        and v.op.name in DOT_OPS):
+                        and v.op.name in DOT_OPS) or b.var.name.startswith(WINDOW_SUM):
                     continue
                 dtypes = [str(a.ty.dtype) for a in v.args[:2]]
                 compute = _compute_class(dtypes)
@@ -145,6 +146,7 @@ def summarize(report: dict[str, Any]) -> dict[str, Any]:
     for counts in report["kernels"].values():
         found.update(counts)
     return {"ops": len(ops), "int8_ops": len(integer), "float_ops": len(report.get("float_ops", {})),
+            "computes": dict(Counter(o["compute"] for o in ops)),
             "fallbacks": [f"{o['name']} ({o['op']}, {o['compute']}): {o['fallback']}"
                           for o in ops if "fallback" in o]
             + [f"{k} (float): {v}" for k, v in report.get("float_ops", {}).items()],
