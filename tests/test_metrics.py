@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from farm.config.suites import CorrectnessSpec
-from farm.run.metrics import LatencyStats, compare, judge
+from farm.run.metrics import LatencyStats, compare, judge, vs_original
 
 
 def test_identical_outputs():
@@ -101,3 +101,19 @@ def test_cosine_is_not_judged_on_a_quantized_grid():
     m = compare([[out]], [[ref]], [0.01])
     assert m["cosine"] < 0.5 and judge(m, CorrectnessSpec()) == []
     assert judge(compare([[out]], [[ref]], [None]), CorrectnessSpec(min_exact=0))  # float: judged
+
+
+def test_vs_original_fails_a_rewrite_that_ort_does_not_reproduce():
+    step = 0.5
+    ref = [[np.arange(8, dtype=np.float32) * step]]  # the QDQ semantics
+    original = [[ref[0][0] + np.float32(step) * (np.arange(8) % 2)]]  # ORT's kernels: 1 LSB off on half
+    device = [[ref[0][0].copy()]]
+    spec = CorrectnessSpec(max_lsb=1)
+    figures, bad = vs_original(device, original, [[original[0][0].copy()]], ref, [step], spec)
+    assert bad == []
+    assert figures["rewrite"] == {"max_lsb": 0.0, "exact": 1.0}
+    assert figures["device"]["max_lsb"] == 1.0 and figures["device"]["exact"] == 0.5
+    assert figures["ort_kernels_vs_semantics"] == figures["device"]
+    wrong_form = [[original[0][0] + np.float32(3 * step)]]
+    _, bad = vs_original(device, original, wrong_form, ref, [step], spec)
+    assert len(bad) == 1 and "max diff 3 LSB > 1" in bad[0] and "farm's rewrite" in bad[0]

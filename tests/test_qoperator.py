@@ -148,3 +148,28 @@ def test_qlinear_where():
     x = np.random.default_rng(1).uniform(-2, 2, (1, 4, 6)).astype(np.float32)
     want = _ort(model, x)
     assert np.abs(_ort(qdq, x) - want).max() <= 0.0201 and np.ptp(want) > 0  # one level of the output
+
+
+@pytest.mark.parametrize("name", ["tinyconv-qoperator", "tinymobilenet-qoperator", "activations"])
+def test_ort_fuses_farms_qdq_form_back_into_the_original_kernels(name, work, tmp_path):
+    """The check of farm's rewrite against ONNX Runtime on the user's own QOperator model rests on
+    this: with all optimizations on, ORT on the QDQ form equals ORT on the original bit for bit,
+    though both differ from the QDQ semantics (ORT's QLinear kernels round their own way)."""
+    from farm.models.original import original_model_run
+    from farm.models.quantize import quantize_qdq
+
+    if name == "activations":
+        path = tmp_path / "acts.onnx"
+        quantize_qdq(_activations_net(17), path, qoperator=True)
+    else:
+        path = build_builtin(name, work / "models").path
+    shape = [d.dim_value for d in onnx.load(str(path)).graph.input[0].type.tensor_type.shape.dim]
+    feeds = [{"input": x} for x in np.random.default_rng(3).uniform(-1, 1, (3, *shape)).astype(np.float32)]
+    run = original_model_run(path, feeds)
+    assert run is not None and len(run.original) == len(feeds)
+    for form, original in zip(run.form, run.original, strict=True):
+        np.testing.assert_array_equal(form[0], original[0])
+        assert np.ptp(original[0]) > 0
+    qdq = tmp_path / "qdq.onnx"
+    onnx.save(qoperator_to_qdq(onnx.load(str(path))), str(qdq))
+    assert original_model_run(qdq, feeds) is None  # a QDQ model is its own original

@@ -115,14 +115,16 @@ def test_a_model_that_does_not_run_in_int8_says_so():
     from farm.report.table import HEADERS, device_rows
     from farm.results.store import CheckResult
 
-    def row(int8_ops: int) -> dict:
+    def row(int8_ops: int, computes: dict | None = None) -> dict:
         summary = {"ops": 5, "int8_ops": int8_ops, "float_ops": 0, "instructions": [], "kernels_with": {},
-                   "dot_kernels": 5}
+                   "dot_kernels": 5, "computes": computes or {"int8": int8_ops, "float32": 5 - int8_ops}}
         comp = CheckResult("host", "s", "compile", "pass", metrics={"lowering": {"summary": summary}})
         corr = CheckResult("host", "s", "correctness", "pass", metrics={"exact": 1.0})
         return dict(zip(HEADERS, device_rows([comp, corr])["s"][0], strict=True))
 
-    assert "NOT INT8" in row(0)["notes"]
+    assert "NOT INT8: no dot-product op runs in integers" in row(0)["notes"]
+    # int16 operands are integers, not float: the note says which
+    assert "NOT INT8: no dot-product op runs in int8 (4 in int16" in row(0, {"int16": 4, "float32": 1})["notes"]
     assert "2 of 5 dot-product ops not int8" in row(3)["notes"]
     assert "int8" not in row(5)["notes"]
 
@@ -135,3 +137,15 @@ def test_a_constant_reference_and_positional_top1_are_shown():
                        metrics={"exact": 1.0, "top1": 1.0, "top1_positions": 40, "constant_outputs": [0]})
     row = dict(zip(HEADERS, device_rows([corr])["s"][0], strict=True))
     assert "CONSTANT REFERENCE: output 0" in row["notes"] and row["top-1"] == "100% of 40"
+
+
+def test_qoperator_figures_against_the_original_model_are_shown():
+    from farm.report.table import HEADERS, device_rows
+    from farm.results.store import CheckResult
+
+    original = {"device": {"max_lsb": 21.0, "exact": 0.9}, "rewrite": {"max_lsb": 0.0, "exact": 1.0},
+                "ort_kernels_vs_semantics": {"max_lsb": 21.0, "exact": 0.9}}
+    corr = CheckResult("host", "s", "correctness", "pass", metrics={"exact": 1.0, "ort_original": original})
+    notes = dict(zip(HEADERS, device_rows([corr])["s"][0], strict=True))["notes"]
+    assert ("vs ORT on the original QOperator model: max 21 LSB (ORT's QLinear kernels are max 21 LSB vs the "
+            "QDQ semantics; farm's rewrite: equal)") in notes

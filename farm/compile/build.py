@@ -14,7 +14,7 @@ from farm.compile.cache import Cache, cache_key
 from farm.compile.schedules.records import load_choices, record_path
 from farm.config.devices import Device
 from farm.errors import FarmError, error_line
-from farm.models.normalize import normalized
+from farm.models.normalize import compiled_form
 from farm.models.qoperator import has_qoperators, qoperator_to_qdq
 from farm.models.reference import model_inputs
 from farm.models.registry import load_onnx
@@ -64,9 +64,7 @@ def import_onnx(model_path: Path):
     from tvm import relax
     from tvm.relax.frontend.onnx import from_onnx
 
-    model = normalized(load_onnx(model_path), model_path.name)
-    if has_qoperators(model):  # QLinearConv & co: import their QDQ form, lowered like any QDQ model
-        model = qoperator_to_qdq(model)
+    model = compiled_form(load_onnx(model_path), model_path.name)
     shapes = {i.name: list(i.shape) for i in model_inputs(model)}
     try:
         mod = from_onnx(model, shape_dict=shapes, keep_params_in_input=False)

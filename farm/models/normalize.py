@@ -14,6 +14,7 @@ import onnx
 import onnxruntime as ort
 
 from farm.errors import FarmError, error_line
+from farm.models.qoperator import has_qoperators, qoperator_to_qdq
 from farm.models.reference import model_inputs
 
 
@@ -48,3 +49,10 @@ def normalized(model: onnx.ModelProto, name: str) -> onnx.ModelProto:
             raise FarmError(f"ONNX Runtime cannot load {name} to fold its constant subgraphs: {error_line(e)}",
                             "check the model with onnx.checker and ONNX Runtime") from None
         return onnx.load(opts.optimized_model_filepath)
+
+
+def compiled_form(model: onnx.ModelProto, name: str) -> onnx.ModelProto:
+    """The graph farm imports: normalized, and a QOperator model (QLinearConv & co) in its QDQ
+    form, lowered like any QDQ model."""
+    model = normalized(model, name)
+    return qoperator_to_qdq(model) if has_qoperators(model) else model

@@ -65,6 +65,8 @@ def _row(device: str, checks: dict[str, CheckResult]) -> list[str]:
     fp32_ms = fm["median"] * 1e3 if fm and fm.get("unit", "s") == "s" else None
     lowering = (comp.metrics.get("lowering") or {}) if comp else {}
     notes.extend(_not_int8(lowering.get("summary") or {}))
+    if "ort_original" in cm:
+        notes.append(_original_note(cm["ort_original"]))
     if cm.get("expected_outputs") == "equal":
         notes.append("outputs equal the input files' expected outputs")
     if cm.get("constant_outputs"):
@@ -75,7 +77,8 @@ def _row(device: str, checks: dict[str, CheckResult]) -> list[str]:
     return [
         device, any_r.target, any_r.transport, compile_cell, summary_cell(lowering.get("summary")),
         corr.status if corr else "",
-        _fmt(cm.get("max_lsb"), "g"),
+        _fmt(cm.get("max_lsb"), "g") + (f" (ORT {cm['max_lsb_ort']:g})" if cm.get("max_lsb_ort") is not None
+                                         and cm["max_lsb_ort"] != cm.get("max_lsb") else ""),
         _fmt(cm.get("exact"), ".2%") + (f" (ORT {cm['exact_ort']:.2%})" if "exact_ort" in cm else "")
         + (f" vs {cm['reference']}" if "reference" in cm else ""),
         _fmt(cm.get("top1"), ".0%") + (f" of {cm['top1_positions']}" if cm.get("top1_positions", 0) > 1 else ""),
@@ -89,9 +92,22 @@ def _row(device: str, checks: dict[str, CheckResult]) -> list[str]:
     ]
 
 
+def _original_note(o: dict) -> str:
+    """The device and ORT's own QLinear kernels, each against ORT on the user's QOperator model."""
+    def agree(a: dict) -> str:
+        return "equal" if a["exact"] == 1.0 else (
+            f"max {a['max_lsb']:g} LSB" if a["max_lsb"] is not None else f"{a['exact']:.2%} exact")
+    return (f"vs ORT on the original QOperator model: {agree(o['device'])} (ORT's QLinear kernels are "
+            f"{agree(o['ort_kernels_vs_semantics'])} vs the QDQ semantics; farm's rewrite: {agree(o['rewrite'])})")
+
+
 def _not_int8(summary: dict) -> list[str]:
     """Say it when a model's dot products do not run in int8: a pass is then not an int8 result."""
     ops, integer = summary.get("ops", 0), summary.get("int8_ops", 0)
+    wider = {k: n for k, n in (summary.get("computes") or {}).items() if k.startswith("int") and k != "int8"}
+    if ops and not integer and wider:
+        return [f"NOT INT8: no dot-product op runs in int8 ({', '.join(f'{n} in {k}' for k, n in wider.items())}: "
+                "farm report --lowering says why)"]
     if ops and not integer:
         return ["NOT INT8: no dot-product op runs in integers (a float model, or none lowered)"]
     if integer < ops:

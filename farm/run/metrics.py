@@ -86,6 +86,26 @@ def mismatch(outputs: list[list[np.ndarray]], expected: list[list[np.ndarray]]) 
     return None
 
 
+Sets = list[list[np.ndarray]]  # outputs of every input set
+
+
+def vs_original(outputs: Sets, original: Sets, form: Sets, refs: Sets, steps: list[float | None],
+                spec: CorrectnessSpec) -> tuple[dict, list[str]]:
+    """Figures against ONNX Runtime on the user's QOperator model (farm.models.original), and the
+    reasons to fail: the device's distance (shown), that of ORT's own QLinear kernels from the QDQ
+    semantics `refs` (shown: it tells which side a difference comes from), and the rewrite's check,
+    ORT on farm's QDQ form against ORT on the original (judged: they agree when the rewrite is right)."""
+    def agreement(m: dict) -> dict:
+        return {"max_lsb": m["max_lsb"], "exact": m["exact"]}
+
+    rewrite = compare(form, original, steps)
+    figures = {"device": agreement(compare(outputs, original, steps)),
+               "ort_kernels_vs_semantics": agreement(compare(original, refs, steps)), "rewrite": agreement(rewrite)}
+    off = judge(rewrite, spec)
+    return figures, [f"farm's QDQ form of this QOperator model is off ONNX Runtime on the original model "
+                     f"({'; '.join(off)}): a bug in farm's rewrite"] if off else []
+
+
 def cosine(a: np.ndarray, b: np.ndarray) -> float:
     na, nb = float(np.linalg.norm(a)), float(np.linalg.norm(b))
     if na == 0.0 or nb == 0.0:

@@ -20,13 +20,14 @@ from farm.errors import DeviceFailure, FarmError, NoBaseline, error_line
 from farm.models.exact_reference import exact_outputs, with_exact_semantics
 from farm.models.fp32 import fp32_model
 from farm.models.input_files import input_sets
+from farm.models.original import OriginalModelRun, original_model_run
 from farm.models.reference import model_inputs, output_steps, reference_outputs
 from farm.models.registry import ModelFiles, build_builtin, load_onnx
 from farm.models.tflite import is_tflite, litert_reference, with_litert_optimized
 from farm.results.states import Health, Kind, Status
 from farm.results.store import CheckResult, Store
 from farm.run import baseline
-from farm.run.metrics import LatencyStats, compare, judge, mismatch
+from farm.run.metrics import LatencyStats, compare, judge, mismatch, vs_original
 from farm.run.watchdog import bounded
 from farm.transports.embedded import Farm
 
@@ -60,6 +61,7 @@ class PreparedSuite:
     optimized_refs: list[list[np.ndarray]] | None = None  # TFLite: LiteRT's optimized kernels
     reference_note: str | None = None  # what the reference is when it is not the usual one
     expected: list[list[np.ndarray]] | None = None  # outputs the input files came with (test_data_set)
+    original: OriginalModelRun | None = None  # QOperator: ORT on the user's model and on farm's form
 
 
 def prepare(suite: Suite, data_dir: Path) -> PreparedSuite:
@@ -77,7 +79,8 @@ def prepare(suite: Suite, data_dir: Path) -> PreparedSuite:
     sets = input_sets(model_inputs(proto), suite.inputs)
     refs, note = reference_outputs(model.path, sets.feeds)
     return PreparedSuite(suite, model, sets.feeds, refs, output_steps(proto), exact_outputs(proto, sets.feeds),
-                         reference_note=note, expected=sets.expected)
+                         reference_note=note, expected=sets.expected,
+                         original=original_model_run(model.path, sets.feeds))
 
 
 class Session:
@@ -273,6 +276,11 @@ class DeviceRun:
             return
         m["upload_seconds"] = round(upload_seconds, 3)
         bad = judge(m, self.prep.suite.correctness)
+        if self.prep.original is not None:
+            run = self.prep.original
+            m["ort_original"], off = vs_original(outputs, run.original, run.form, self.prep.refs, self.prep.steps,
+                                                 self.prep.suite.correctness)
+            bad += off
         if self.prep.expected is not None:
             off = mismatch(outputs, self.prep.expected)
             m["expected_outputs"] = "differ" if off else "equal"
