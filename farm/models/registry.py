@@ -14,7 +14,7 @@ import onnx
 
 from farm.config.suites import ModelSpec, Suite, load_suite
 from farm.errors import ConfigError, FarmError, error_line
-from farm.models import builders, quantize, tflite_builders, tflite_writer
+from farm.models import architectures, builders, quantize, tflite_builders, tflite_writer
 from farm.models.reference import TensorInfo, model_inputs
 from farm.models.tflite import is_tflite, tflite_inputs
 
@@ -34,6 +34,11 @@ BUILTINS: dict[str, Builtin] = {
     "tinymobilenet": Builtin(builders.tinymobilenet, per_channel=True),
     "tinyconv-qoperator": Builtin(builders.tinyconv, qoperator=True),
     "tinymobilenet-qoperator": Builtin(builders.tinymobilenet, per_channel=True, qoperator=True),
+    # the op classes of shipped detectors, OCR and transformer models (architectures.py)
+    **{f"{name}{suffix}": Builtin(build, per_channel=True, qoperator=bool(suffix))
+       for name, build in (("tinydetector", architectures.tinydetector), ("tinydbnet", architectures.tinydbnet),
+                           ("tinyattention", architectures.tinyattention))
+       for suffix in ("", "-qoperator")},
     "tflite-tiny": Builtin(tflite_builders.tflite_tiny, tflite=True),
     "tflite-mobilenet": Builtin(tflite_builders.mobilenet_v1, tflite=True),
 }
@@ -53,7 +58,7 @@ def _recipe_hash(name: str) -> str:
     import onnxruntime
 
     h = hashlib.sha256()
-    for mod in (builders, quantize, tflite_builders, tflite_writer):
+    for mod in (builders, architectures, quantize, tflite_builders, tflite_writer):
         h.update(inspect.getsource(mod).encode())
     h.update(f"{name}|{onnx.__version__}|{onnxruntime.__version__}".encode())
     return h.hexdigest()[:16]
