@@ -75,3 +75,20 @@ def test_metrics_keep_both_shares():
                              {"exact": 1.0, "max_lsb": 0.0, "cosine": 1.0})
     assert m["exact"] == 1.0 and m["exact_ort"] == 0.8 and m["max_lsb"] == 0.0
     assert m["max_lsb_ort"] == 1.0 and m["cosine"] == 0.99
+
+
+def test_ops_run_at_the_models_opset():
+    """An opset-11 graph (as Paddle exports): Squeeze with an axes attribute squeezes only axis 0,
+    and batch norm is the inference formula."""
+    g = QDQ()
+    bn = [g.init(np.array(v, np.float32)) for v in ([2.0, 3.0], [1.0, -1.0], [0.5, 0.25], [1.0, 4.0])]
+    y = g.node("Squeeze", [g.node("BatchNormalization", ["input", *bn], epsilon=1e-5)], axes=[0])
+    graph = onnx.helper.make_graph(g.nodes, "t", [onnx.helper.make_tensor_value_info("input", 1, [1, 2, 1, 3])],
+                                   [onnx.helper.make_tensor_value_info(y, 1, [2, 1, 3])], initializer=g.inits)
+    model = onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", 11)])
+    x = np.random.default_rng(0).normal(size=(1, 2, 1, 3)).astype(np.float32)
+    (got,) = run_exact(model, {"input": x})
+    s, b, mean, var = (np.array(v).reshape(1, 2, 1, 1) for v in ([2.0, 3.0], [1.0, -1.0], [0.5, 0.25], [1.0, 4.0]))
+    want = ((x - mean) / np.sqrt(var + 1e-5) * s + b)[0]
+    assert got.shape == (2, 1, 3)
+    np.testing.assert_allclose(got, want, rtol=1e-6)
