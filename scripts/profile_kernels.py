@@ -82,7 +82,7 @@ def profile(lib: Path, x: np.ndarray, rounds: int) -> tuple[dict[tuple, list[flo
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--model", default="qresnet50")
+    ap.add_argument("--model", default="qresnet50", help="a builtin's name or a model file")
     ap.add_argument("--device", default="host")
     ap.add_argument("--rounds", type=int, default=10)
     ap.add_argument("--gops", type=float, default=440.0, help="target for the 'lost' column")
@@ -94,9 +94,9 @@ def main() -> int:
     from farm.models.registry import build_builtin, input_infos
 
     dev = dataclasses.replace(load_devices(ROOT / "devices.yaml").get(a.device), threads=1)
-    mf = build_builtin(a.model, a.data / "models")
-    lib = a.lib or compile_model(mf.path, dev, a.data / "cache").lib
-    times, calls = profile(lib, example_input(input_infos(mf.path)[0]), a.rounds)
+    path = Path(a.model) if Path(a.model).is_file() else build_builtin(a.model, a.data / "models").path
+    lib = a.lib or compile_model(path, dev, a.data / "cache").lib
+    times, calls = profile(lib, example_input(input_infos(path)[0]), a.rounds)
     med = {k: float(np.median(v)) for k, v in times.items()}
     total = sum(med.values())
     by_kind: dict[str, float] = {}

@@ -13,7 +13,6 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from farm.compile.int8.dot import WINDOW_SUM
 from farm.compile.int8.lower import INPUT_QUANTIZE
 from farm.compile.int8.pools import AVG_POOL_SUM
 
@@ -55,7 +54,7 @@ def relax_dot_ops(mod, reasons: dict[str, str]) -> list[dict[str, Any]]:
             for b in block.bindings:
                 v = b.value
                 if not (isinstance(v, relax.Call) and isinstance(v.op, tvm.ir.Op)
-                        and v.op.name in DOT_OPS) or b.var.name.startswith(WINDOW_SUM):
+                        and v.op.name in DOT_OPS):
                     continue
                 dtypes = [str(a.ty.dtype) for a in v.args[:2]]
                 compute = _compute_class(dtypes)

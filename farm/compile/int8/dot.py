@@ -2,13 +2,8 @@
 and matmul of two activations.
 
 u8|i8 activations × i8 weights accumulate in int32 with the constant zero-point correction folded
-into the int32 bias and the activation padded with its zero point. Weights with zero points ≠ 0 —
-uint8, or int8 asymmetric, as ORT's quantizer makes of weights it takes for activations (weights
-behind Constant nodes, a model not pre-processed) — stay 8-bit too: with w = w8 + c (w8 int8,
-c = 128 for uint8, 0 for int8), Σ a·(w - zw) = Σ a·w8 + (c - zw)·Σ a, where Σ a is the window sum
-of the padded activation (the compensation oneDNN and ORT use for asymmetric weights), exact in
-int32. Other weights (16-bit) and two activation operands use int16 operands with the zero points
-subtracted.
+into the int32 bias and the activation padded with its zero point; weight zero points ≠ 0 (or
+non-int8 weights, or two activation operands) use int16 operands with the zero points subtracted.
 """
 
 from __future__ import annotations
@@ -18,16 +13,12 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from farm.compile.int8.fixedpoint import const
-from farm.compile.int8.pools import window_sums
-from farm.compile.int8.qparams import NotLowered, OutGrid, QParam, act, dequantize, dq, shape_of, weight
+from farm.compile.int8.qparams import NotLowered, OutGrid, QParam, act, dequantize, dq, weight
 from farm.compile.int8.requant import requantize
 from farm.compile.rewrite import const_np, is_const, is_op
 
 if TYPE_CHECKING:
     from farm.compile.int8.lower import Lowering
-
-
-WINDOW_SUM = "weight_zp_window_sum"  # the compensation's sums: part of their conv, not a dot op
 
 
 def split_bias(lw: Lowering, x):
@@ -63,50 +54,17 @@ def lower_dot(lw: Lowering, dot, bias, out: OutGrid):
     bias_int = np.zeros(nout, dtype=np.int64)
     if bias is not None:
         bias_int = np.rint(_bias_values(lw, bias) / acc_scale).astype(np.int64)
-    shift = _int8_shift(wdata, zw)
-    if shift is None:
+    if wdata.dtype != np.int8 or np.any(zw != 0):
         lhs, rhs, padding = _wide_operands(lw, dot, a, wdata, ch_axis, zw)
     else:
-        w8 = (wdata.astype(np.int64) - shift).astype(np.int8)
-        lhs, rhs, padding = _narrow_operands(lw, dot, a, w.data if shift == 0 else const(w8))
-        wq = wdata.astype(np.int64) - zw.reshape([-1, 1, 1, 1] if is_conv else [1, -1])
-        bias_int = bias_int - a.tensor_zp * wq.sum(axis=(1, 2, 3) if is_conv else (0,))
+        lhs, rhs, padding = _narrow_operands(lw, dot, a, w.data)
+        bias_int = bias_int - a.tensor_zp * wdata.astype(np.int64).sum(axis=(1, 2, 3) if is_conv else (0,))
     if np.any(np.abs(bias_int) >= 2**31):
         raise NotLowered("int32 bias overflows")
     acc = lw.bb.emit(_int32_dot(dot, lhs, rhs, padding), name_hint=lw.dot_name(dot))
-    if shift is not None and np.any(zw != shift):
-        acc = lw.bb.emit(_compensated(lw, dot, acc, lhs, (shift - zw).astype(np.int32), nout))
     shape = [1, nout, 1, 1] if is_conv else [nout]
     return requantize(lw, acc, (acc_scale / out.scale).reshape(shape), out, dense=not is_conv,
                       offset=bias_int.reshape(shape))
-
-
-def _int8_shift(wdata: np.ndarray, zw: np.ndarray) -> int | None:
-    """c with w - c in int8 (see the module doc), or None where the int32 sums could overflow or
-    the weights are not 8-bit."""
-    if wdata.dtype not in (np.int8, np.uint8) or wdata.ndim not in (2, 4):
-        return None
-    depth = wdata[0].size if wdata.ndim == 4 else wdata.shape[0]  # Cin/groups · kh · kw, or K
-    if 255 * depth * (128 + 255) >= 2**31:
-        return None
-    return 128 if wdata.dtype == np.uint8 else 0
-
-
-def _compensated(lw: Lowering, dot, acc, lhs, factor: np.ndarray, nout: int):
-    """acc + factor[o] · (window sum of the 8-bit operand lhs, for output channel o)."""
-    from tvm.relax import op
-
-    if not _is_conv(dot):
-        return op.add(acc, op.multiply(op.sum(op.astype(lhs, "int32"), axis=[-1], keepdims=True), const(factor)))
-    groups = int(dot.attrs.groups)
-    n, c, h, w = shape_of(lhs)
-    if c > groups:  # each group's input channels summed first: one plane per group
-        lhs = lw.bb.emit(op.sum(op.reshape(op.astype(lhs, "int32"), [n, groups, c // groups, h, w]), axis=[2]))
-    sums = window_sums(lw, lhs, tuple(shape_of(dot.args[1])[2:]), dot.attrs.strides, dot.attrs.dilation,
-                       WINDOW_SUM)
-    if nout > groups:  # output channel o belongs to group o // (nout / groups)
-        sums = op.repeat(sums, nout // groups, axis=1)
-    return op.add(acc, op.multiply(sums, const(factor.reshape(1, nout, 1, 1))))
 
 
 def _wide_operands(lw: Lowering, dot, a: QParam, wdata: np.ndarray, ch_axis: int, zw: np.ndarray):

@@ -9,7 +9,7 @@ import numpy as np
 
 from farm.compile.int8 import tflite_arith
 from farm.compile.int8.fixedpoint import const
-from farm.compile.int8.qparams import NotLowered, OutGrid, act, dtype_of, shape_of
+from farm.compile.int8.qparams import NotLowered, OutGrid, act, shape_of
 from farm.compile.int8.requant import requantize
 
 if TYPE_CHECKING:
@@ -46,7 +46,10 @@ def lower_avg_pool(lw: Lowering, x, out: OutGrid):
     t, left, b, r = (int(p) for p in at.padding)
     # window sums of (a - za) as a depthwise conv with ones, padding with za (adds 0)
     lhs = lw.bb.emit(op.nn.pad(lw.data(a), [0, 0, 0, 0, t, b, left, r], pad_value=float(za)))
-    conv = window_sums(lw, lhs, (kh, kw), at.strides, at.dilation, AVG_POOL_SUM)
+    ones = const(np.ones((c, 1, kh, kw), dtype=np.int8))
+    conv = op.nn.conv2d(lhs, ones, strides=at.strides, padding=[0, 0, 0, 0], dilation=at.dilation, groups=c,
+                        out_dtype="int32")
+    conv = lw.bb.emit(conv, name_hint=AVG_POOL_SUM)
     acc = lw.bb.emit(op.subtract(conv, const(np.int32(kh * kw * za))))
     oh, ow = shape_of(x)[2:]
     if bool(at.count_include_pad):
@@ -56,17 +59,6 @@ def lower_avg_pool(lw: Lowering, x, out: OutGrid):
                                (t, left, b, r), (oh, ow))
     m = a.tensor_scale / (out.scale * counts)
     return requantize(lw, acc, m.reshape(1, 1, oh, ow), out)
-
-
-def window_sums(lw: Lowering, x, kernel: tuple[int, int], strides, dilation, name: str):
-    """int32 sums of each channel of the padded NCHW tensor x over its (kh, kw) windows: a
-    depthwise conv with a ones kernel, int8 for an 8-bit x (the u8|i8 × i8 depthwise kernels)."""
-    from tvm.relax import op
-
-    c = shape_of(x)[1]
-    ones = const(np.ones((c, 1, *kernel), dtype="int8" if dtype_of(x) in ("int8", "uint8") else dtype_of(x)))
-    return lw.bb.emit(op.nn.conv2d(x, ones, strides=strides, padding=[0, 0, 0, 0], dilation=dilation, groups=c,
-                                   out_dtype="int32"), name_hint=name)
 
 
 def window_counts(h: int, w: int, k: tuple[int, int], s: list[int], d: list[int],
