@@ -147,5 +147,5 @@ def test_qoperator_figures_against_the_original_model_are_shown():
                 "ort_kernels_vs_semantics": {"max_lsb": 21.0, "exact": 0.9}}
     corr = CheckResult("host", "s", "correctness", "pass", metrics={"exact": 1.0, "ort_original": original})
     notes = dict(zip(HEADERS, device_rows([corr])["s"][0], strict=True))["notes"]
-    assert ("vs ORT on the original QOperator model: max 21 LSB (ORT's QLinear kernels are max 21 LSB vs the "
-            "QDQ semantics; farm's rewrite: equal)") in notes
+    assert ("vs ORT on the original QOperator model: max 21 LSB (ORT's QLinear kernels vs the QDQ semantics: "
+            "max 21 LSB; farm's rewrite vs ORT: equal)") in notes

@@ -97,8 +97,8 @@ def _original_note(o: dict) -> str:
     def agree(a: dict) -> str:
         return "equal" if a["exact"] == 1.0 else (
             f"max {a['max_lsb']:g} LSB" if a["max_lsb"] is not None else f"{a['exact']:.2%} exact")
-    return (f"vs ORT on the original QOperator model: {agree(o['device'])} (ORT's QLinear kernels are "
-            f"{agree(o['ort_kernels_vs_semantics'])} vs the QDQ semantics; farm's rewrite: {agree(o['rewrite'])})")
+    return (f"vs ORT on the original QOperator model: {agree(o['device'])} (ORT's QLinear kernels vs the QDQ "
+            f"semantics: {agree(o['ort_kernels_vs_semantics'])}; farm's rewrite vs ORT: {agree(o['rewrite'])})")
 
 
 def _not_int8(summary: dict) -> list[str]:
