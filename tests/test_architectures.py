@@ -50,7 +50,7 @@ def test_architecture_runs_in_int8_and_agrees_with_ort(name, registry, work):
     # what stays out of int8 is named with a reason: here only the activation × activation matmuls
     assert all(o["op"] == "dense" and "two activation" in o["fallback"] for o in ops if o["compute"] != "int8"), ops
     if "qoperator" in name:  # farm's rewrite reproduces ORT on the original model
-        run = original_model_run(path, feeds)
+        run = original_model_run(model, path.name, feeds)
         assert all(np.array_equal(f[0], o[0]) for f, o in zip(run.form, run.original, strict=True))
     steps = output_steps(model)
     m = compare(outs, refs, steps)

@@ -14,7 +14,7 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from farm.errors import FarmError
+from farm.errors import FarmError, error_line
 
 Op = Callable[[list, dict], np.ndarray]
 
@@ -174,8 +174,7 @@ def _onnx_reference_op(node: onnx.NodeProto, inputs: list, opset: int) -> list[n
         return [np.asarray(y) for y in evaluator.run(None, feed)]
     except Exception as e:  # the reference's own errors for ops, attributes and types it lacks
         raise FarmError(f"exact reference: ONNX's reference implementation cannot run {node.op_type} "
-                        f"({type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''})",
-                        "compare against ONNX Runtime only") from None
+                        f"({type(e).__name__}: {error_line(e, 200)})", "compare against ONNX Runtime only") from None
 
 
 def exact_outputs(model: onnx.ModelProto, feeds: list[dict[str, np.ndarray]]) -> list | None:

@@ -11,7 +11,6 @@ on the original agree bit for bit when the rewrite is right."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import onnx
@@ -19,6 +18,7 @@ import onnxruntime as ort
 
 from farm.models.normalize import compiled_form
 from farm.models.qoperator import has_qoperators
+from farm.models.reference import ort_session
 
 
 @dataclass(frozen=True)
@@ -27,13 +27,13 @@ class OriginalModelRun:
     form: list[list[np.ndarray]]  # ORT the same way on the QDQ form farm compiles
 
 
-def original_model_run(path: Path, feeds: list[dict[str, np.ndarray]]) -> OriginalModelRun | None:
+def original_model_run(model: onnx.ModelProto, name: str,
+                       feeds: list[dict[str, np.ndarray]]) -> OriginalModelRun | None:
     """Both runs for a QOperator model; None for any other model, or when ORT cannot run the
     original (an opset newer than its kernels: the reference note says so already)."""
-    model = onnx.load(str(path))
     if not has_qoperators(model):
         return None
-    form = compiled_form(model, path.name)
+    form = compiled_form(model, name)
     try:
         return OriginalModelRun(_optimized_run(model, feeds), _optimized_run(form, feeds))
     except Exception:  # ORT's own exception types: no second opinion to give
@@ -41,8 +41,5 @@ def original_model_run(path: Path, feeds: list[dict[str, np.ndarray]]) -> Origin
 
 
 def _optimized_run(model: onnx.ModelProto, feeds: list[dict[str, np.ndarray]]) -> list[list[np.ndarray]]:
-    opts = ort.SessionOptions()
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    opts.log_severity_level = 3
-    sess = ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+    sess = ort_session(model.SerializeToString(), ort.GraphOptimizationLevel.ORT_ENABLE_ALL)
     return [sess.run(None, feed) for feed in feeds]

@@ -85,18 +85,23 @@ def _check_size(infos: list[TensorInfo], spec: InputSpec) -> None:
                         f"{MAX_INPUT_BYTES / 2**30:g} GiB", "lower the suite's `inputs: count:`")
 
 
+def ort_session(source: str | bytes, level: ort.GraphOptimizationLevel) -> ort.InferenceSession:
+    """An ONNX Runtime CPU session of a model file or its bytes at one graph-optimization level."""
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = level
+    opts.log_severity_level = 3
+    return ort.InferenceSession(source, opts, providers=["CPUExecutionProvider"])
+
+
 def run_reference(path: Path, feeds: list[dict[str, np.ndarray]]) -> list[list[np.ndarray]]:
     """ONNX Runtime with graph optimizations off: QDQ runs as dequantize → float op → quantize,
     the exact semantics of the model (its fused int8 kernels may saturate on non-VNNI CPUs)."""
-    opts = ort.SessionOptions()
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    opts.log_severity_level = 3
     try:
         source: str | bytes = str(path)
         model = onnx.load(str(path))
         if has_qoperators(model):  # ORT's QLinear kernels may saturate; their spec is the QDQ form
             source = qoperator_to_qdq(model).SerializeToString()
-        sess = ort.InferenceSession(source, opts, providers=["CPUExecutionProvider"])
+        sess = ort_session(source, ort.GraphOptimizationLevel.ORT_DISABLE_ALL)
         return [sess.run(None, feed) for feed in feeds]
     except Exception as e:  # ORT raises its own exception types for bad graphs and feeds
         raise FarmError(f"ONNX Runtime cannot run {path}: {error_line(e)}",

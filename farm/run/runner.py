@@ -80,7 +80,7 @@ def prepare(suite: Suite, data_dir: Path) -> PreparedSuite:
     refs, note = reference_outputs(model.path, sets.feeds)
     return PreparedSuite(suite, model, sets.feeds, refs, output_steps(proto), exact_outputs(proto, sets.feeds),
                          reference_note=note, expected=sets.expected,
-                         original=original_model_run(model.path, sets.feeds))
+                         original=original_model_run(proto, model.path.name, sets.feeds))
 
 
 class Session:
