@@ -92,3 +92,26 @@ def test_ops_run_at_the_models_opset():
     want = ((x - mean) / np.sqrt(var + 1e-5) * s + b)[0]
     assert got.shape == (2, 1, 3)
     np.testing.assert_allclose(got, want, rtol=1e-6)
+
+
+def test_what_the_interpreter_cannot_run_is_declined_not_raised():
+    """An op outside ONNX's domain and one the reference implementation lacks raise a FarmError;
+    any failure inside the interpreter (a Reshape to an impossible shape) leaves ORT the judge."""
+    def one_node(node: onnx.NodeProto, inits=()) -> onnx.ModelProto:
+        graph = onnx.helper.make_graph([node], "t", [onnx.helper.make_tensor_value_info("input", 1, [1, 4])],
+                                       [onnx.helper.make_tensor_value_info("y", 1, None)], initializer=list(inits))
+        return onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", 17)])
+
+    feed = {"input": np.ones((1, 4), np.float32)}
+    with pytest.raises(FarmError, match="no float64 form for com.microsoft.Gelu"):
+        run_exact(one_node(onnx.helper.make_node("Gelu", ["input"], ["y"], domain="com.microsoft")), feed)
+    with pytest.raises(FarmError, match="ONNX's reference implementation cannot run NoSuchOp"):
+        run_exact(one_node(onnx.helper.make_node("NoSuchOp", ["input"], ["y"])), feed)
+    shape = onnx.numpy_helper.from_array(np.array([3, 5], np.int64), "shape")
+    bad = one_node(onnx.helper.make_node("Reshape", ["input", "shape"], ["y"]), [shape])
+    with pytest.raises(ValueError):
+        run_exact(bad, feed)
+    bad.graph.node.insert(0, onnx.helper.make_node("QuantizeLinear", ["input", "s"], ["q"]))
+    bad.graph.node[1].input[0] = "q"
+    bad.graph.initializer.append(onnx.numpy_helper.from_array(np.float32(0.1), "s"))
+    assert exact_outputs(bad, [feed]) is None
