@@ -114,15 +114,15 @@ def test_op_without_integer_form_is_flagged(tmp_path):
     from tests.qdq_graphs import QDQ
 
     g = QDQ()
-    y = g.qdq(g.node("Sigmoid", [g.qdq("input", 2 / 255)]), 1 / 255, 0)
-    path = tmp_path / "sig.onnx"
+    y = g.qdq(g.node("Softmax", [g.qdq("input", 2 / 255)], axis=-1), 1 / 255, 0)
+    path = tmp_path / "softmax.onnx"
     onnx.save(g.model([1, 4], y, [1, 4]), str(path))
     mod, reasons = lower_int8(import_onnx(path))
     asm = tmp_path / "empty.s"
     asm.write_text("")
     rep = build_report(relax_dot_ops(mod, reasons), asm, "x86", reasons)
-    assert list(rep["float_ops"].values()) == ["no integer form for sigmoid"]
-    assert rep["summary"]["fallbacks"][0].endswith("(float): no integer form for sigmoid")
+    assert list(rep["float_ops"].values()) == ["no integer form for nn.softmax"]
+    assert rep["summary"]["fallbacks"][0].endswith("(float): no integer form for nn.softmax")
 
 
 @pytest.mark.parametrize("qoperator", [False, True])

@@ -92,12 +92,12 @@ def _build(model_path: Path, device: Device, out: Path, tuned: dict) -> dict[str
     import tvm
     from tvm import relax
 
-    from farm.compile.lowering_report import build_report, relax_dot_ops
+    from farm.compile.lowering_report import build_report, relax_dot_ops, relax_lookup_ops
     from farm.compile.schedules import apply_schedules
 
     target = make_target(device)
     mod, reasons = lower_model(model_path)
-    ops = relax_dot_ops(mod, reasons)
+    ops = relax_dot_ops(mod, reasons) + relax_lookup_ops(mod)
     if device.target.family == "hexagon":  # no TVM runtime on the DSP: a static executable
         _step(model_path, device, "building the Hexagon executable",
               lambda: hexagon.build_executable(mod, device.target.tag, out))

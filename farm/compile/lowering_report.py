@@ -13,6 +13,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from farm.compile.int8.lookup import LOOKUP
 from farm.compile.int8.lower import INPUT_QUANTIZE
 from farm.compile.int8.pools import AVG_POOL_SUM
 
@@ -65,6 +66,30 @@ def relax_dot_ops(mod, reasons: dict[str, str]) -> list[dict[str, Any]]:
                     entry["fallback"] = _reason(compute, reasons)
                 ops.append(entry)
     return ops
+
+
+def relax_lookup_ops(mod) -> list[dict[str, Any]]:
+    """Every lookup-table op of the lowered module (lookup.py): an element-wise function computed
+    as table[q], integer in and out."""
+    from tvm import relax
+
+    ops: list[dict[str, Any]] = []
+    for _, func in mod.functions.items():
+        if not isinstance(func, relax.Function) or not isinstance(func.body, relax.SeqExpr):
+            continue
+        for block in func.body.blocks:
+            for b in block.bindings:
+                if b.var.name.startswith(LOOKUP) and _is_take(b.value):
+                    ops.append({"name": b.var.name.removeprefix(f"{LOOKUP}_"), "op": "lookup",
+                                "inputs": ["256-entry table"], "out": str(b.var.ty.dtype), "compute": "int8"})
+    return ops
+
+
+def _is_take(v) -> bool:
+    import tvm
+    from tvm import relax
+
+    return isinstance(v, relax.Call) and isinstance(v.op, tvm.ir.Op) and v.op.name == "relax.take"
 
 
 def _compute_class(dtypes: list[str]) -> str:
@@ -145,6 +170,7 @@ def summarize(report: dict[str, Any]) -> dict[str, Any]:
     for counts in report["kernels"].values():
         found.update(counts)
     return {"ops": len(ops), "int8_ops": len(integer), "float_ops": len(report.get("float_ops", {})),
+            "lookup_ops": sum(1 for o in report["ops"] if o["op"] == "lookup"),
             "computes": dict(Counter(o["compute"] for o in ops)),
             "fallbacks": [f"{o['name']} ({o['op']}, {o['compute']}): {o['fallback']}"
                           for o in ops if "fallback" in o]

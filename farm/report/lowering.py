@@ -7,15 +7,16 @@ from typing import Any
 
 
 def summary_cell(summary: dict[str, Any] | None) -> str:
-    """Short table cell, e.g. '54/54 ops int8, vpdpbusd in 7/37 kernels' (empty without dot ops):
-    how many of the dot-product kernels each instruction family appears in."""
+    """Short table cell, e.g. '54/54 ops int8, vpdpbusd in 7/37 kernels, 12 lookup-table ops' (empty
+    without dot ops): how many of the dot-product kernels each instruction family appears in."""
     if not summary or not summary.get("ops"):
         return ""
     n, with_ = summary.get("dot_kernels", 0), summary.get("kernels_with", {})
     instr = ", ".join(f"{f} in {with_[f]}/{n} kernels" if f in with_ else f
                       for f in summary["instructions"]) or "no int dot-product instructions"
+    tables = f", {summary['lookup_ops']} lookup-table ops" if summary.get("lookup_ops") else ""
     floats = f", {summary['float_ops']} other ops float" if summary.get("float_ops") else ""
-    return f"{summary['int8_ops']}/{summary['ops']} ops int8, {instr}{floats}"
+    return f"{summary['int8_ops']}/{summary['ops']} ops int8, {instr}{tables}{floats}"
 
 
 def render(report: dict[str, Any]) -> str:

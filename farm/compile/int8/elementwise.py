@@ -1,6 +1,6 @@
 """Elementwise ops and data movement: add of two quantized tensors, relu / clip (bounds on the output
-grid), and ops that move integers (reshape, permute_dims, squeeze, expand_dims, max_pool2d), which
-run on the integers and are requantized only when input and output grids differ."""
+grid), and ops that move integers (reshape, permute_dims, squeeze, expand_dims, strided_slice,
+max_pool2d), which run on the integers and are requantized only when input and output grids differ."""
 
 from __future__ import annotations
 
@@ -16,7 +16,8 @@ from farm.compile.int8.requant import requantize
 if TYPE_CHECKING:
     from farm.compile.int8.lower import Lowering
 
-MOVE_OPS = ("relax.reshape", "relax.permute_dims", "relax.squeeze", "relax.expand_dims", "relax.nn.max_pool2d")
+MOVE_OPS = ("relax.reshape", "relax.permute_dims", "relax.squeeze", "relax.expand_dims", "relax.strided_slice",
+            "relax.nn.max_pool2d")
 
 
 def peel(lw: Lowering, x, out: OutGrid):

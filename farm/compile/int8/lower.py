@@ -8,7 +8,9 @@ then dead and removed:
 - conv2d / matmul (+ bias, + relu / clip): dot.py;
 - add, relu / clip, max_pool2d and data movement (reshape, flatten, permute_dims, squeeze,
   expand_dims): elementwise.py;
-- mean over spatial axes (global average pool), avg_pool2d: pools.py.
+- mean over spatial axes (global average pool), avg_pool2d: pools.py;
+- any element-wise function of one 8-bit tensor (sigmoid, SiLU, GELU, HardSwish, …): a lookup
+  table, lookup.py (tried first: it also covers chains the others would take piecewise).
 An op family of its own gets a module of the same shape and an entry in `_LOWERINGS`.
 The requantize is fixed point with round-half-to-even (see fixedpoint.py); for TFLite models it is
 TFLite's own fixed-point arithmetic (tflite_arith.py); see requant.py. Anything else stays as the
@@ -19,7 +21,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from farm.compile.int8 import dot, elementwise, pools, tflite_arith
+from farm.compile.int8 import dot, elementwise, lookup, pools, tflite_arith
 from farm.compile.int8.qparams import NotLowered, OutGrid, QParam, act, dq, int_range, scalar_value
 from farm.compile.rewrite import Rewrite, const_np, is_op, op_name, rewrite_functions
 from farm.errors import error_line
@@ -84,6 +86,9 @@ class Lowering(Rewrite):
 
     def quantized(self, x, out: OutGrid):
         """The integer form of quantize(x) on the output grid `out`."""
+        table = lookup.lower_lookup(self, x, out)
+        if table is not None:
+            return table
         x, out = elementwise.peel(self, x, out)
         dot_call, bias = dot.split_bias(self, x)
         if dot_call is not None:

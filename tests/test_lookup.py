@@ -1,0 +1,92 @@
+"""Lookup-table lowering: element-wise functions of one 8-bit tensor are a 256-entry table, bit-exact
+against the float64 QDQ semantics on every input level, with no float op left."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper
+
+from farm.compile.build import compile_model, import_onnx
+from farm.compile.int8.lower import lower_int8
+from farm.compile.lowering_report import relax_dot_ops, relax_lookup_ops
+from farm.models.exact_reference import exact_outputs
+from farm.models.reference import output_steps
+from farm.run.metrics import compare
+from tests.conftest import run_lib
+from tests.qdq_graphs import QDQ
+
+
+def _functions(g: QDQ, x: str) -> dict[str, str]:
+    """Float chains on the dequantized x, as ONNX exporters and ORT's quantizer write them."""
+    def c(v: float) -> str:
+        return g.init(np.float32(v))
+
+    sig = g.qdq(g.node("Sigmoid", [x]), 1 / 256, 0)
+    erf = g.node("Erf", [g.node("Div", [x, c(1.4142135)])])
+    return {
+        "sigmoid": g.node("Sigmoid", [x]),
+        "silu (ORT: a quantized sigmoid, then Mul)": g.node("Mul", [x, sig]),
+        "silu (float chain)": g.node("Mul", [x, g.node("Sigmoid", [x])]),
+        "tanh": g.node("Tanh", [x]),
+        "hardsigmoid": g.node("HardSigmoid", [x], alpha=0.2, beta=0.5),
+        "hardswish": g.node("HardSwish", [x]),
+        "leakyrelu": g.node("LeakyRelu", [x], alpha=0.1),
+        "gelu (erf, as exported)": g.node("Mul", [g.node("Mul", [x, c(0.5)]), g.node("Add", [erf, c(1.0)])]),
+        "exp": g.node("Exp", [x]),
+        "softplus": g.node("Softplus", [x]),
+        "elu": g.node("Elu", [x], alpha=0.7),
+        "scale and shift": g.node("Add", [g.node("Mul", [x, c(0.37)]), c(-0.2)]),
+    }
+
+
+def _model(signed: bool) -> tuple[onnx.ModelProto, list[str]]:
+    """One output per function of `_functions`, all on the same quantized input."""
+    dtype, zp = (np.int8, 3) if signed else (np.uint8, 131)
+    g = QDQ()
+    x = g.dq(g.q("input", 8 / 255, zp, dtype), 8 / 255, zp, dtype)  # levels span about ±4
+    functions = _functions(g, x)
+    outs = [g.dq(g.q(y, 6 / 255, 40, dtype), 6 / 255, 40, dtype) for y in functions.values()]
+    graph = helper.make_graph(g.nodes, "lookup", [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 512])],
+                              [helper.make_tensor_value_info(o, TensorProto.FLOAT, [1, 512]) for o in outs],
+                              initializer=g.inits)
+    m = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    m.ir_version = 8
+    onnx.checker.check_model(m)
+    return m, list(functions)
+
+
+@pytest.mark.parametrize("signed", [False, True], ids=["uint8", "int8"])
+def test_element_wise_functions_are_exact_tables(signed, registry, work):
+    model, names = _model(signed)
+    path = work / f"lookup-{signed}.onnx"
+    onnx.save(model, str(path))
+    mod, reasons = lower_int8(import_onnx(path))
+    lookups = relax_lookup_ops(mod)
+    assert len(lookups) == len(names) and all(o["compute"] == "int8" for o in lookups), lookups
+    assert [r for r in reasons.values() if "outside the quantized graph" not in r] == []
+    # every input level, twice, and values beyond the grid at both ends
+    sweep = np.concatenate([np.linspace(-6.0, 6.0, 384), np.arange(128) * 8 / 255 - 2.0])
+    feeds = [{"input": sweep.astype(np.float32)[None]}]
+    art = compile_model(path, registry.get("host"), work / "cache")
+    outs = run_lib(art.lib, feeds)
+    exact = exact_outputs(model, feeds)
+    for k, name in enumerate(names):
+        m = compare([[outs[0][k]]], [[exact[0][k]]], [output_steps(model)[k]])
+        assert m["exact"] == 1.0, (name, m)
+    summary = art.meta["lowering"]["summary"]
+    assert (summary["float_ops"], summary["lookup_ops"]) == (0, len(names)), summary
+
+
+def test_two_inputs_and_reductions_are_no_table(tmp_path):
+    """Mul of two independent activations and a softmax stay as they were, with their reasons."""
+    g = QDQ()
+    a, b = g.qdq("input", 2 / 255), g.qdq("input", 3 / 255, 100)  # two grids: two 8-bit tensors
+    y = g.qdq(g.node("Softmax", [g.qdq(g.node("Mul", [a, b]), 4 / 255)], axis=-1), 1 / 255, 0)
+    path = tmp_path / "two.onnx"
+    onnx.save(g.model([1, 8], y, [1, 8]), str(path))
+    mod, reasons = lower_int8(import_onnx(path))
+    assert relax_lookup_ops(mod) == [] and relax_dot_ops(mod, reasons) == []
+    assert sorted(r for r in reasons.values() if "outside" not in r) == \
+        ["no integer form for multiply", "no integer form for nn.softmax"]
