@@ -42,54 +42,42 @@ INT_FAMILIES = {"vpdpbusd", "vpmaddubsw", "vpmaddwd", "vpmulld (widened to int32
 _WRAPPER = "__tvm_ffi_"  # packed-function wrappers around the kernels: no compute of their own
 
 
-def relax_dot_ops(mod, reasons: dict[str, str]) -> list[dict[str, Any]]:
-    """Every conv2d / matmul of the lowered module with the dtypes its compute uses."""
+def _op_bindings(mod, names):
+    """(binding, op name) for every var binding of the module's Relax functions that calls one of
+    the ops `names`."""
     import tvm
     from tvm import relax
 
-    ops: list[dict[str, Any]] = []
     for _, func in mod.functions.items():
         if not isinstance(func, relax.Function) or not isinstance(func.body, relax.SeqExpr):
             continue
         for block in func.body.blocks:
             for b in block.bindings:
                 v = b.value
-                if not (isinstance(v, relax.Call) and isinstance(v.op, tvm.ir.Op)
-                        and v.op.name in DOT_OPS):
-                    continue
-                dtypes = [str(a.ty.dtype) for a in v.args[:2]]
-                compute = _compute_class(dtypes)
-                kind = "avg_pool2d" if b.var.name.startswith(AVG_POOL_SUM) else DOT_OPS[v.op.name]
-                entry = {"name": b.var.name, "op": kind, "inputs": dtypes,
-                         "out": str(b.var.ty.dtype), "compute": compute}
-                if compute != "int8":
-                    entry["fallback"] = _reason(compute, reasons)
-                ops.append(entry)
+                if isinstance(v, relax.Call) and isinstance(v.op, tvm.ir.Op) and v.op.name in names:
+                    yield b, v.op.name
+
+
+def relax_dot_ops(mod, reasons: dict[str, str]) -> list[dict[str, Any]]:
+    """Every conv2d / matmul of the lowered module with the dtypes its compute uses."""
+    ops: list[dict[str, Any]] = []
+    for b, name in _op_bindings(mod, DOT_OPS):
+        dtypes = [str(a.ty.dtype) for a in b.value.args[:2]]
+        compute = _compute_class(dtypes)
+        kind = "avg_pool2d" if b.var.name.startswith(AVG_POOL_SUM) else DOT_OPS[name]
+        entry = {"name": b.var.name, "op": kind, "inputs": dtypes, "out": str(b.var.ty.dtype), "compute": compute}
+        if compute != "int8":
+            entry["fallback"] = _reason(compute, reasons)
+        ops.append(entry)
     return ops
 
 
 def relax_lookup_ops(mod) -> list[dict[str, Any]]:
     """Every lookup-table op of the lowered module (lookup.py): an element-wise function computed
     as table[q], integer in and out."""
-    from tvm import relax
-
-    ops: list[dict[str, Any]] = []
-    for _, func in mod.functions.items():
-        if not isinstance(func, relax.Function) or not isinstance(func.body, relax.SeqExpr):
-            continue
-        for block in func.body.blocks:
-            for b in block.bindings:
-                if b.var.name.startswith(LOOKUP) and _is_take(b.value):
-                    ops.append({"name": b.var.name.removeprefix(f"{LOOKUP}_"), "op": "lookup",
-                                "inputs": ["256-entry table"], "out": str(b.var.ty.dtype), "compute": "int8"})
-    return ops
-
-
-def _is_take(v) -> bool:
-    import tvm
-    from tvm import relax
-
-    return isinstance(v, relax.Call) and isinstance(v.op, tvm.ir.Op) and v.op.name == "relax.take"
+    return [{"name": b.var.name.removeprefix(f"{LOOKUP}_"), "op": "lookup", "inputs": ["256-entry table"],
+             "out": str(b.var.ty.dtype), "compute": "int8"}
+            for b, _ in _op_bindings(mod, ("relax.take",)) if b.var.name.startswith(LOOKUP)]
 
 
 def _compute_class(dtypes: list[str]) -> str:
