@@ -4,11 +4,12 @@ so the lowered op is bit-exact by construction.
 
 f is the float chain TVM's importer left between the dequantize and the quantize: sigmoid, tanh,
 exp, erf, GELU, LeakyRelu, HardSigmoid / HardSwish (clip, add, multiply, divide), SiLU
-(x · sigmoid(x)) and the like, with scalar constants. Quantize → dequantize steps inside the chain
-(ORT's quantizer puts one after the Sigmoid of a SiLU) are evaluated too, so a chain whose
-operands all derive from one tensor through element-wise steps still has one input. Reductions,
-per-channel constants, two independent inputs or a non-8-bit input are no table; the caller's other
-lowerings (or the float fallback, with its reason) take those."""
+(x · sigmoid(x)), batch norm and the like, with scalar or per-channel constants (one table per
+channel then). Quantize → dequantize steps inside the chain (ORT's quantizer puts one after the
+Sigmoid of a SiLU) are evaluated too, so a chain whose operands all derive from one tensor through
+element-wise steps still has one input. Reductions, two independent inputs, a non-8-bit input, a
+NaN on some level or tables beyond MAX_TABLE entries are no table; the caller's other lowerings
+(or the float fallback, with its reason) take those."""
 
 from __future__ import annotations
 
@@ -31,7 +32,8 @@ _erf = np.vectorize(math.erf, otypes=[np.float64])
 
 def _sigmoid(x):
     # the form of ONNX's reference: no overflow of exp on either side
-    return np.where(x >= 0, 1.0 / (1.0 + np.exp(-np.abs(x))), np.exp(-np.abs(x)) / (1.0 + np.exp(-np.abs(x))))
+    e = np.exp(-np.abs(x))
+    return np.where(x >= 0, 1.0 / (1.0 + e), e / (1.0 + e))
 
 
 _UNARY = {
