@@ -90,3 +90,19 @@ def test_two_inputs_and_reductions_are_no_table(tmp_path):
     assert relax_lookup_ops(mod) == [] and relax_dot_ops(mod, reasons) == []
     assert sorted(r for r in reasons.values() if "outside" not in r) == \
         ["no integer form for multiply", "no integer form for nn.softmax"]
+
+
+def test_nan_levels_and_oversized_tables_are_no_table(tmp_path):
+    """A function that is NaN on some input level (log of a negative value) and a per-channel add
+    whose tables would exceed MAX_TABLE (2048 channels × 256) stay in float with their reasons."""
+    g = QDQ()
+    x = g.qdq("input", 2 / 255)
+    logged = g.qdq(g.node("Log", [x]), 4 / 255)
+    bias = g.dq(g.init(np.arange(2048, dtype=np.uint8)[None] % 251), np.float32(0.01), np.uint8(7))
+    y = g.qdq(g.node("Add", [logged, bias]), 4 / 255)
+    path = tmp_path / "nan.onnx"
+    onnx.save(g.model([1, 2048], y, [1, 2048]), str(path))
+    mod, reasons = lower_int8(import_onnx(path))
+    assert relax_lookup_ops(mod) == []
+    assert sorted(r for r in reasons.values() if "outside" not in r) == \
+        ["add operand is a constant", "no integer form for log"]
