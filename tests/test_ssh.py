@@ -126,23 +126,29 @@ def test_check_shows_each_step(sshd, board, data_dir, tmp_path, capsys):
     assert_clean(board, sshd)
 
 
-def test_stale_run_directories_are_swept(sshd, board, data_dir, tmp_path, capsys):
+def test_leftovers_of_earlier_runs_are_swept(sshd, board, data_dir, tmp_path, capsys):
+    """An unguarded server (its guard was killed with -9, or an older farm's) is killed and its
+    directory removed; a guarded one is another run's and stays; so does a directory made a
+    moment ago (another farm, before its guard starts)."""
     hours_ago = time.time() - 2 * 3600
-    for name in ("run-old", "run-busy", "run-new"):  # left by a killed farm / in use / just made
+    for name in ("run-old", "run-orphan", "run-guarded", "run-new"):
         (board / name).mkdir()
         (board / name / "server.log").write_text("x")
-    os.utime(board / "run-old", (hours_ago, hours_ago))
-    os.utime(board / "run-busy", (hours_ago, hours_ago))
-    busy = subprocess.Popen(["sleep", "120"], env={**os.environ, "FARM_SSH_RUN": str(board / "run-busy")})
+    for name in ("run-old", "run-guarded"):
+        os.utime(board / name, (hours_ago, hours_ago))
+    orphan = subprocess.Popen(["sleep", "120"], env={**os.environ, "FARM_SSH_RUN": str(board / "run-orphan")})
+    guard = subprocess.Popen(["sleep", "120"], env={**os.environ, "FARM_SSH_GUARD": str(board / "run-guarded")})
     try:
         yaml = devices_yaml(tmp_path / "devices.yaml", sshd, board)
         assert cli("devices", "check", "board", "--devices", str(yaml), "--data-dir", str(data_dir)) == 0
+        assert orphan.wait(10) == -9
     finally:
-        busy.kill()
-        busy.wait()
-    assert "removed 1 stale run directories" in capsys.readouterr().out
-    assert sorted(p.name for p in board.iterdir()) == ["run-busy", "run-new"]
-    for name in ("run-busy", "run-new"):
+        for p in (orphan, guard):
+            p.kill()
+            p.wait()
+    assert "killed 1 servers an earlier run left; removed 2 stale run directories" in capsys.readouterr().out
+    assert sorted(p.name for p in board.iterdir()) == ["run-guarded", "run-new"]
+    for name in ("run-guarded", "run-new"):
         shutil.rmtree(board / name)
     assert_clean(board, sshd)
 

@@ -59,6 +59,9 @@ class SSHOptions:
     server_host: str | None = None
     connect_timeout: float = 10.0
     start_timeout: float = 120.0
+    # a keepalive every `keepalive` s; the link is lost after `keepalive_count` unanswered ones
+    keepalive: float = 5.0
+    keepalive_count: int = 3
 
 
 @dataclass(frozen=True)
@@ -129,7 +132,9 @@ def _ssh(node: Node) -> SSHOptions:
         tracker_host=node.get("tracker_host", str), tracker_port=_port(node, "tracker_port"),
         server_host=node.get("server_host", str),
         connect_timeout=node.number("connect_timeout", float, lo=0.1),
-        start_timeout=node.number("start_timeout", float, lo=1.0))
+        start_timeout=node.number("start_timeout", float, lo=1.0),
+        keepalive=node.number("keepalive", float, lo=0.2, hi=600),
+        keepalive_count=node.number("keepalive_count", int, lo=1, hi=100))
     if options.runtime == "push" and not options.push_from:
         raise node.error("runtime", "`runtime: push` needs `push_from:`",
                          "add `push_from: <local directory with TVM for the board>`")

@@ -7,10 +7,9 @@ from farm.compile.build import Artifact
 from farm.run.metrics import LatencyStats
 
 
-def time_fp32(session, art: Artifact, inputs: list, latency, int8_median: float | None) -> dict:
-    """Load and time the float32 library: the metrics of Check.LATENCY_FP32, with the int8/fp32 ratio."""
-    model = session.load(art.lib)
-    stats = LatencyStats.of(model.time(inputs, latency))
+def fp32_metrics(samples: list[float], art: Artifact, unit: str, int8_median: float | None) -> dict:
+    """The metrics of Check.LATENCY_FP32 from the float32 library's timings, with the int8/fp32 ratio."""
+    stats = LatencyStats.of(samples)
     ratio = int8_median / stats.median if int8_median and stats.median > 0 else None
-    return {**stats.__dict__, "int8_over_fp32": ratio, "unit": model.time_unit,
+    return {**stats.__dict__, "int8_over_fp32": ratio, "unit": unit,
             "compile_seconds": round(art.compile_seconds, 3), "artifact": art.key}

@@ -26,7 +26,7 @@ from farm.models.registry import ModelFiles, build_builtin, load_onnx
 from farm.models.tflite import is_tflite, litert_reference, with_litert_optimized
 from farm.results.states import Health, Kind, Status
 from farm.results.store import CheckResult, Store
-from farm.run import baseline
+from farm.run import baseline, deadlines
 from farm.run.metrics import LatencyStats, compare, judge, mismatch, vs_original
 from farm.run.watchdog import bounded
 from farm.transports.embedded import Farm
@@ -179,19 +179,23 @@ class DeviceRun:
     def attempts(self, art: Artifact) -> None:
         """The device's checks, retried after a device failure, then quarantined."""
         name, progress = self.device.name, self.session.opts.progress
+        causes: list[str] = []  # each attempt's: the first (a lost link) is often the telling one
         for attempt in range(self.device.retries + 1):
             try:
                 self.attempt(art)
                 self.session.store.set_health(name, self.session.run_id, Health.OK)
                 return
             except DeviceFailure as e:
+                causes.append(e.format())
                 self.farm.stop(self.device)
                 if attempt < self.device.retries:
                     wait = self.device.retry_backoff * 2 ** attempt
                     progress(f"[{name}] {e}; retrying in {wait:g} s ({attempt + 1}/{self.device.retries})")
                     time.sleep(wait)
                     continue
-                reason = f"{e} (after {attempt + 1} attempts; quarantined for the rest of the run)"
+                history = causes[0] if len(set(causes)) == 1 else \
+                    "; ".join(f"attempt {i + 1}: {c}" for i, c in enumerate(causes))
+                reason = f"{history} (after {attempt + 1} attempts; quarantined for the rest of the run)"
                 self.session.quarantined[name] = reason
                 self.session.store.set_health(name, self.session.run_id, Health.QUARANTINED, reason)
                 self.fail_pending(Status.ERROR, e.kind, reason)
@@ -230,37 +234,64 @@ class DeviceRun:
             return None
 
     def attempt(self, art: Artifact) -> None:
-        t, kill = self.timeouts, (lambda: self.farm.stop(self.device))
-        transport = self.farm.transport(self.device)
-        bounded("bring-up", lambda: self.farm.start(self.device), t.open, kill)
-        session = bounded("opening a session", lambda: transport.open(t.open), t.open, kill)
+        t, transport = self.timeouts, self.farm.transport(self.device)
+        self.call("bring-up", lambda: self.farm.start(self.device), t.open)
+        session = self.call("opening a session", lambda: transport.open(t.open), t.open)
         try:
             self.session.opts.progress(f"[{self.device.name}] uploading {art.lib.name} "
                                        f"({art.lib.stat().st_size / 1e6:.1f} MB)")
             start = time.perf_counter()
-            model = bounded("upload", lambda: session.load(art.lib), t.upload, kill)
+            model = self.call("upload", lambda: session.load(art.lib), t.upload)
             upload_seconds = time.perf_counter() - start
             inputs = [list(feed.values()) for feed in self.prep.feeds]
+            one = None
             if Check.CORRECTNESS not in self.done:
-                outputs = [bounded("inference", _remote(lambda x=x: model.run(x), "inference"), t.run, kill)
-                           for x in inputs]
+                outputs, one = self.infer(model, inputs)
                 self.judge(outputs, upload_seconds)
             if Check.LATENCY in self.checks and Check.LATENCY not in self.done:
-                spec = self.latency
-                samples = bounded("latency measurement", _remote(lambda: model.time(inputs[0], spec), "timing"),
-                                  t.measure, kill)
+                one = one or self.infer(model, inputs[:1])[1]
+                samples = self.measure(model, inputs[0], one, "latency measurement")
                 stats = LatencyStats.of(samples)
                 self.result(Check.LATENCY, Status.PASS, metrics={**stats.__dict__, "samples": samples,
                                                          "threads": self.device.threads,
                                                          "unit": model.time_unit, **model.time_metrics()})
             if self.fp32 is not None and Check.LATENCY_FP32 not in self.done:
-                spec, fp32 = self.latency, self.fp32
-                median = self.session.latency_median(self.device.name, self.prep.suite.name)
-                metrics = bounded("fp32 baseline", _remote(lambda: baseline.time_fp32(
-                    session, fp32, inputs[0], spec, median), "fp32 baseline"), t.upload + t.measure, kill)
-                self.result(Check.LATENCY_FP32, Status.PASS, metrics=metrics)
+                self.time_fp32(session, inputs[0])
         finally:
             session.close()
+
+    def call(self, what: str, fn: Callable, deadline: float | deadlines.Deadline):
+        """A device call, bounded by the deadline and ended early when the link is lost; a hung
+        call stops the device's transport."""
+        transport = self.farm.transport(self.device)
+        d = deadline if isinstance(deadline, deadlines.Deadline) else deadlines.Deadline(deadline, "")
+        return bounded(what, fn, d.seconds, lambda: self.farm.stop(self.device), transport.link_lost,
+                       d.basis)
+
+    def infer(self, model, inputs: list[list[np.ndarray]]) -> tuple[list[list[np.ndarray]], float]:
+        """One inference per input set, each after the first bounded by what the one before took;
+        (outputs, the median inference's seconds)."""
+        outputs, took = [], []
+        for x in inputs:
+            start = time.perf_counter()
+            deadline = deadlines.inference(took[-1] if took else None, self.timeouts.run)
+            outputs.append(self.call("inference", _remote(lambda x=x: model.run(x), "inference"), deadline))
+            took.append(time.perf_counter() - start)
+        return outputs, float(np.median(took))
+
+    def measure(self, model, inputs: list[np.ndarray], one: float, what: str) -> list[float]:
+        spec = self.latency
+        return self.call(what, _remote(lambda: model.time(inputs, spec), what),
+                         deadlines.measurement(one, spec, self.timeouts.measure))
+
+    def time_fp32(self, session, inputs: list[np.ndarray]) -> None:
+        fp32 = self.fp32
+        model = self.call("fp32 baseline upload", lambda: session.load(fp32.lib), self.timeouts.upload)
+        one = self.infer(model, [inputs])[1]
+        samples = self.measure(model, inputs, one, "fp32 baseline")
+        median = self.session.latency_median(self.device.name, self.prep.suite.name)
+        self.result(Check.LATENCY_FP32, Status.PASS, metrics=baseline.fp32_metrics(
+            samples, fp32, model.time_unit, median))
 
     def judge(self, outputs: list[list[np.ndarray]], upload_seconds: float) -> None:
         try:

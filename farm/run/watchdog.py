@@ -1,21 +1,27 @@
 """Bounded calls into devices: a hung device must never hang the run.
 
 RPC calls block inside TVM's C++ socket code and cannot be interrupted from Python, so the call
-runs in a daemon thread; on timeout the caller's `on_timeout` (stopping the transport, which
-kills the server and so breaks the socket) releases it."""
+runs in a daemon thread; on timeout, or as soon as `lost` names a cause (the transport's
+keepalives found the link dead), the caller's `on_timeout` (stopping the transport, which kills
+the server and so breaks the socket) releases it."""
 
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable
 from typing import TypeVar
 
-from farm.errors import DeviceTimeout
+from farm.errors import DeviceFailure, DeviceTimeout
 
 T = TypeVar("T")
 
 
-def bounded(what: str, fn: Callable[[], T], timeout: float, on_timeout: Callable[[], None]) -> T:
+POLL = 0.25  # seconds between looks at `lost`
+
+
+def bounded(what: str, fn: Callable[[], T], timeout: float, on_timeout: Callable[[], None],
+            lost: Callable[[], str | None] = lambda: None, basis: str = "") -> T:
     box: dict[str, object] = {}
 
     def target() -> None:
@@ -26,11 +32,20 @@ def bounded(what: str, fn: Callable[[], T], timeout: float, on_timeout: Callable
 
     worker = threading.Thread(target=target, name=f"farm-{what}", daemon=True)
     worker.start()
-    worker.join(timeout)
+    deadline = time.monotonic() + timeout
+    while worker.is_alive() and (left := deadline - time.monotonic()) > 0:
+        worker.join(min(POLL, left))
+        cause = lost() if worker.is_alive() else None
+        if cause:
+            on_timeout()
+            raise DeviceFailure(f"{what} stopped: {cause}")
     if worker.is_alive():
         on_timeout()
         worker.join(5.0)
-        raise DeviceTimeout(f"{what} did not finish within {timeout:g} s")
+        raise DeviceTimeout(f"{what} did not finish within {timeout:.3g} s" + (f" ({basis})" if basis else ""))
     if "error" in box:
+        cause = lost() if isinstance(box["error"], DeviceFailure) else None
+        if cause:  # the call broke because the link did: say so, not what the socket said
+            raise DeviceFailure(f"{what} stopped: {cause}")
         raise box["error"]  # type: ignore[misc]
     return box["value"]  # type: ignore[return-value]

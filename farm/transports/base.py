@@ -101,6 +101,11 @@ class Transport(ABC):
         self.stop()
         say("ok   started and stopped")
 
+    def link_lost(self) -> str | None:
+        """Why the device's link is known dead now (its keepalives went unanswered), else None:
+        polled while a device call is blocked, so the call ends with this cause in seconds."""
+        return None
+
     def pids(self) -> list[int]:
         """Process groups this transport started (recorded by `farm up` for `farm down`)."""
         return []

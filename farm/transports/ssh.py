@@ -1,8 +1,11 @@
 """`ssh`: a real board (Raspberry Pi, Jetson, x86 server) reached over SSH. start() connects (host
-key verified), probes the board against the registered target, makes a per-run work directory,
-starts TVM's rpc_server there registered with the farm's tracker — directly, or through SSH port
-forwards (`tunnel`) — and waits until the tracker lists it; stop() kills the server's process group
-and removes the directory. The server runs on a pty, so it also dies when the connection drops."""
+key verified), probes the board against the registered target, sweeps what earlier runs left,
+makes a per-run work directory, starts TVM's rpc_server there under a board-side guard
+(board_side.py), registered with the farm's tracker — directly, or through SSH port forwards
+(`tunnel`) — and waits until the tracker lists it; stop() kills the server's process group and
+removes the directory. While it is up, keepalives watch the link (liveness.py) and feed the
+guard's heartbeat: a link that goes quiet is `lost` within keepalive × keepalive_count seconds,
+and the guard then stops the server on the board by itself."""
 
 from __future__ import annotations
 
@@ -23,19 +26,16 @@ from farm.platform.host import parse_cpuinfo
 from farm.platform.procs import Child, python_module
 from farm.platform.targets import target_dict
 from farm.transports.base import Availability
+from farm.transports.liveness import LinkWatch
 from farm.transports.local import needed_features
 from farm.transports.rpc import RPCTransport, wait_registered
-from farm.transports.sshlink import BoardRefused, Endpoint, connect, run
+from farm.transports.sshlink import BoardRefused, Endpoint, connect, keepalive_probe, run
 from farm.transports.sshpush import push
 from farm.transports.sshtunnel import LOCAL_HOST
 
 MIN_FREE_MB = 100
-# Run directories a killed farm left behind: untouched for an hour and no process runs with them
-# (each server has FARM_SSH_RUN=<its directory> in its environment).
-_SWEEP = ('for d in {root}/run-*; do [ -d "$d" ] && [ -n "$(find "$d" -maxdepth 0 -mmin +60)" ] '
-          '&& ! grep -qsaF "FARM_SSH_RUN=$d" /proc/[0-9]*/environ && rm -rf -- "$d" && '
-          'echo "stale $d"; done;')
 STOP_TIMEOUT = 15.0
+BOARD_SIDE = (Path(__file__).parent / "board_side.py").read_text()
 q = shlex.quote
 
 
@@ -82,7 +82,9 @@ class SSHTransport(RPCTransport):
                            o.known_hosts, o.connect_timeout)
         self.client = None
         self.tunnel: Child | None = None  # the port forwards (tracker: tunnel), see sshtunnel.py
-        self.server = None  # the pty channel the server runs on
+        self.server = None  # the channel the server's guard runs on: its stdin is the heartbeat
+        self.watch: LinkWatch | None = None
+        self._guard_said = ""  # what the guard wrote to stderr (its reason and the log's tail)
         self.pid: int | None = None  # the server's process group on the board
         self.rundir: str | None = None
         self.pythonpath: str | None = None  # runtime: push puts the pushed directory here
@@ -134,8 +136,7 @@ class SSHTransport(RPCTransport):
         python = self._check_python()
         self.say(f"ok   python: {python}{_version_note(python)}")
         free_mb, swept = self._make_rundir()
-        self.say(f"ok   work directory: {self.rundir} ({free_mb} MB free"
-                 f"{f'; removed {swept} stale run directories' if swept else ''})")
+        self.say(f"ok   work directory: {self.rundir} ({free_mb} MB free{swept})")
         self._start_server(addr, tracker)
         self.say(f"ok   server: pid {self.pid} on the board, {self.opts.tracker} to the tracker")
         wait_registered(addr, self.device.key, self.opts.start_timeout, self._server_alive,
@@ -196,13 +197,18 @@ class SSHTransport(RPCTransport):
                                f"which the target uses: remove them from mattr/requires or pick "
                                f"the board's mcpu")
 
-    def _make_rundir(self) -> tuple[int, int]:
-        """Make this run's directory; (free MB there, stale run directories removed)."""
+    def _board_side(self, *args: str) -> str:
+        """A command running board_side.py with the board's python."""
+        return shlex.join([*self._env(), self.opts.python, "-c", BOARD_SIDE, *args])
+
+    def _make_rundir(self) -> tuple[int, str]:
+        """Make this run's directory; (free MB there, what the sweep removed)."""
         root = _remote_path(self.opts.workdir)
-        rc, out, err = self._run(f"mkdir -p -- {root} && {_SWEEP.format(root=root)} "
-                                 f"d=$(mktemp -d {root}/run-XXXXXX) && echo \"$d\" && "
+        rc, out, err = self._run(f"mkdir -p -- {root} && cd -- {root} && "
+                                 f"{self._board_side('sweep', '.')} && "
+                                 f"d=$(mktemp -d \"$(pwd -P)\"/run-XXXXXX) && echo \"$d\" && "
                                  f"df -Pk \"$d\" | tail -n 1", "making the work directory")
-        lines = [ln for ln in out.strip().splitlines() if not ln.startswith("stale ")]
+        lines = [ln for ln in out.strip().splitlines() if not ln.startswith(("stale ", "killed "))]
         if rc != 0 or len(lines) < 2:
             raise BoardRefused(f"cannot make a work directory under {self.opts.workdir} on the "
                                f"board ({err.strip() or 'no output'}): set `workdir:` to a writable "
@@ -215,7 +221,9 @@ class SSHTransport(RPCTransport):
         if free_mb < MIN_FREE_MB:
             raise DeviceFailure(f"only {free_mb} MB free in {self.rundir} on the board (need "
                                 f"{MIN_FREE_MB}): free some space or set `workdir:` elsewhere")
-        return free_mb, out.count("stale ")
+        stale, killed = out.count("stale "), out.count("killed ")
+        return free_mb, "".join([f"; killed {killed} servers an earlier run left" if killed else "",
+                                 f"; removed {stale} stale run directories" if stale else ""])
 
     def _direct_tracker(self, addr: tuple[str, int]) -> str:
         """The tracker as the board reaches it by itself; refused when that is the board's own
@@ -245,7 +253,8 @@ class SSHTransport(RPCTransport):
         name = self.device.name
         ready = self.ctx.log_dir / f"tunnel-{name}.json"
         ready.unlink(missing_ok=True)
-        spec = {"endpoint": dataclasses.asdict(self.ep), "tracker": list(addr)}
+        spec = {"endpoint": dataclasses.asdict(self.ep), "tracker": list(addr),
+                "keepalive": [self.opts.keepalive, self.opts.keepalive_count]}
         self.tunnel = Child(f"ssh-tunnel-{name}",
                             python_module("farm.transports.sshtunnel", json.dumps(spec), str(ready)),
                             self.ctx.log_dir / f"tunnel-{name}.log", detached=self.ctx.detached)
@@ -261,28 +270,55 @@ class SSHTransport(RPCTransport):
         return ports["tracker_port"], ports["server_port"]
 
     def _start_server(self, addr: tuple[str, int], tracker: str | None) -> None:
-        argv = [*self._env(), f"TVM_NUM_THREADS={self.device.threads}", f"TMPDIR={self.rundir}",
-                f"FARM_SSH_RUN={self.rundir}", self.opts.python, "-m", "tvm.exec.rpc_server",
-                "--key", self.device.key, *self._server_args(addr, tracker)]
-        command = (f"cd {q(self.rundir)} && echo farm-pid=$$ && exec {shlex.join(argv)} "
-                   f">server.log 2>&1 </dev/null")
+        o = self.opts
+        server = ["env", f"TVM_NUM_THREADS={self.device.threads}", f"TMPDIR={self.rundir}",
+                  f"FARM_SSH_RUN={self.rundir}", o.python, "-m", "tvm.exec.rpc_server",
+                  "--key", self.device.key, *self._server_args(addr, tracker)]
+        # the guard outlives the farm's heartbeats by one keepalive, so the farm notices first
+        dead = o.keepalive * (o.keepalive_count + 1)
+        command = (f"cd {q(self.rundir)} && exec env FARM_SSH_GUARD={q(self.rundir)} "
+                   f"{self._board_side('guard', f'{dead:g}', self.rundir, *server)}")
         try:
             chan = self.client.get_transport().open_session(timeout=self.ep.timeout)
-            chan.get_pty()  # a hangup (connection lost) ends the server
             chan.settimeout(self.ep.timeout)
             chan.exec_command(command)
-            self.server = chan
+            self.server, self._guard_said = chan, ""
             self.pid = _read_pid(chan, self.ep.timeout)
         except DeviceFailure:
             raise
         except Exception as e:  # noqa: BLE001 - paramiko: SSHException, socket.timeout, EOFError
             raise DeviceFailure(f"starting the RPC server on the board failed: "
                                 f"{e or type(e).__name__}") from None
+        self.watch = LinkWatch(keepalive_probe(self.client, self.ep.where), o.keepalive,
+                               o.keepalive_count, self._silent, self._heartbeat).start()
+
+    def _silent(self, seconds: float) -> str:
+        return f"link lost to {self.device.name} (no SSH keepalive reply for {seconds:.0f} s)"
+
+    def _heartbeat(self) -> None:
+        chan = self.server
+        if chan is not None and not chan.closed:
+            chan.send(b".")
+
+    def link_lost(self) -> str | None:
+        if self.watch is not None and self.watch.lost:
+            return self.watch.lost
+        if self.server is not None and self.server.exit_status_ready():
+            return f"the RPC server on {self.device.name} ended: {self._server_log()}"
+        if self.tunnel is not None and not self.tunnel.alive():
+            return f"the SSH tunnel to {self.device.name} ended: {self.tunnel.tail(1)}"
+        return None
 
     def _server_alive(self) -> bool:
         return self.server is not None and not self.server.exit_status_ready()
 
     def _server_log(self) -> str:
+        chan = self.server
+        if chan is not None and chan.exit_status_ready():  # the guard's last line: the log is gone
+            while chan.recv_stderr_ready():
+                self._guard_said += chan.recv_stderr(4096).decode(errors="replace")
+            return self._guard_said.strip().splitlines()[-1] if self._guard_said.strip() else \
+                f"the guard exited ({chan.recv_exit_status()})"
         try:
             _, out, _ = self._run(f"tail -n 5 -- {q(self.rundir + '/server.log')}", "reading the log")
         except DeviceFailure as e:
@@ -295,16 +331,15 @@ class SSHTransport(RPCTransport):
         self.client = self.pid = self.rundir = None
         if client is None:
             return
+        lost = self.link_lost()
+        if self.watch is not None:
+            self.watch.stop()
+            self.watch = None
         try:
-            if pid:
-                g = f"-{pid}"
-                run(client, f"kill -TERM -- {g} 2>/dev/null; i=0; while kill -0 -- {g} 2>/dev/null "
-                            f"&& [ $i -lt 50 ]; do sleep 0.1; i=$((i+1)); done; "
-                            f"kill -KILL -- {g} 2>/dev/null; true", STOP_TIMEOUT, "stopping the server")
-            if rundir:
-                run(client, f"rm -rf -- {q(rundir)}", STOP_TIMEOUT, "removing the work directory")
+            if lost is None:  # a lost link: the guard stops the server when the heartbeats stop
+                self._stop_remote(client, pid, rundir)
         except DeviceFailure:
-            pass  # board unreachable: the pty hangup ends the server; the directory stays
+            pass  # the board is unreachable: its guard stops the server and removes the directory
         finally:
             if self.server is not None:
                 self.server.close()
@@ -313,6 +348,16 @@ class SSHTransport(RPCTransport):
                 self.tunnel.stop()
                 self.tunnel = None
             client.close()
+
+    @staticmethod
+    def _stop_remote(client, pid: int | None, rundir: str | None) -> None:
+        if pid:
+            g = f"-{pid}"
+            run(client, f"kill -TERM -- {g} 2>/dev/null; i=0; while kill -0 -- {g} 2>/dev/null "
+                        f"&& [ $i -lt 50 ]; do sleep 0.1; i=$((i+1)); done; "
+                        f"kill -KILL -- {g} 2>/dev/null; true", STOP_TIMEOUT, "stopping the server")
+        if rundir:
+            run(client, f"rm -rf -- {q(rundir)}", STOP_TIMEOUT, "removing the work directory")
 
 
 def _version_note(python: str) -> str:

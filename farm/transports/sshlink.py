@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from farm.errors import DeviceFailure, DeviceTimeout
+from farm.transports.liveness import LinkClosed
 
 # paramiko logs failed handshakes as ERROR with a traceback; the farm reports them as one line
 logging.getLogger("paramiko").setLevel(logging.CRITICAL)
@@ -141,6 +142,31 @@ def run(client, command: str, timeout: float, what: str) -> tuple[int, str, str]
     except Exception as e:  # noqa: BLE001 - paramiko raises SSHException, EOFError, OSError
         raise DeviceFailure(f"{what} failed: the SSH connection broke ({e or type(e).__name__})") \
             from None
+
+
+def keepalive_probe(client, where: str) -> Callable[[float], None]:
+    """A LinkWatch probe: OpenSSH's own keepalive, a `keepalive@openssh.com` global request that
+    the server must answer (with a failure: it is unknown there). paramiko's set_keepalive asks for
+    no reply, so it cannot tell a dead link; its global_request waits without a timeout, so it runs
+    in a thread of its own, at most one at a time."""
+    pending: threading.Thread | None = None
+
+    def probe(timeout: float) -> None:
+        nonlocal pending
+        transport = client.get_transport()
+        if transport is None or not transport.is_active():
+            raise LinkClosed(f"the SSH connection to {where} closed")
+        if pending is None or not pending.is_alive():
+            pending = threading.Thread(target=transport.global_request,
+                                       args=("keepalive@openssh.com",), daemon=True)
+            pending.start()
+        pending.join(timeout)
+        if not transport.is_active():
+            raise LinkClosed(f"the SSH connection to {where} closed")
+        if pending.is_alive():
+            raise TimeoutError
+
+    return probe
 
 
 def _relay(a, b) -> None:
