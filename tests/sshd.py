@@ -7,6 +7,7 @@ import os
 import shutil
 import socket
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -30,15 +31,17 @@ def keygen(path: Path) -> Path:
 
 def known_hosts_line(host: str, port: int, pubkey: Path) -> str:
     kind, blob = pubkey.read_text().split()[:2]
-    return f"[{host}]:{port} {kind} {blob}\n"
+    return f"{host if port == 22 else f'[{host}]:{port}'} {kind} {blob}\n"
 
 
 class Sshd:
-    def __init__(self, root: Path):
-        self.root = root
+    def __init__(self, root: Path, host: str = "127.0.0.1", port: int | None = None,
+                 prefix: tuple[str, ...] = ()):
+        """prefix: what sshd runs under (`ip netns exec NS` for a board of its own)."""
+        self.root, self.prefix = root, prefix
         root.mkdir(parents=True, exist_ok=True)
-        self.host = "127.0.0.1"
-        self.port = free_port()
+        self.host = host
+        self.port = port or free_port()
         self.host_key = keygen(root / "host_ed25519")
         self.user_key = keygen(root / "user_ed25519")
         self.authorized = root / "authorized_keys"
@@ -57,7 +60,8 @@ class Sshd:
 
     def start(self, timeout: float = 20.0) -> Sshd:
         PRIVSEP_DIR.mkdir(mode=0o755, exist_ok=True)
-        self.proc = Child("sshd", [SSHD, "-D", "-e", "-f", str(self.config)], self.root / "sshd.log")
+        self.proc = Child("sshd", [*self.prefix, SSHD, "-D", "-e", "-f", str(self.config)],
+                          self.root / "sshd.log")
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if not self.proc.alive():
@@ -89,3 +93,18 @@ def processes_with(marker: str, where: str = "environ") -> list[int]:
         if marker.encode() in text:
             found.append(int(entry))
     return found
+
+
+def devices_yaml(path: Path, sshd: Sshd, board: Path, target: str = "{family: x86}",
+                 device: dict | None = None, **over) -> Path:
+    """One ssh device `board` on `sshd`; `over`: transport options, `device`: the device's own."""
+    opts = {"kind": "ssh", "host": sshd.host, "port": sshd.port, "user": "root",
+            "identity": str(sshd.user_key), "known_hosts": str(sshd.known_hosts),
+            "workdir": str(board), "python": sys.executable, "tracker": "tunnel",
+            "connect_timeout": 5, "start_timeout": 120}
+    opts.update(over)
+    lines = [f"      {k}: {v}" for k, v in opts.items() if v is not None]
+    own = "".join(f"    {k}: {v}\n" for k, v in (device or {}).items())
+    path.write_text("devices:\n  - name: board\n    target: " + target + "\n" + own + "    transport:\n"
+                    + "\n".join(lines) + "\n")
+    return path

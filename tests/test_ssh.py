@@ -7,7 +7,6 @@ import os
 import shutil
 import socket
 import subprocess
-import sys
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -26,7 +25,7 @@ from farm.transports.local import ISA_FEATURES
 from farm.transports.ssh import _remote_path, canonical_arch
 from farm.transports.sshlink import Endpoint, connect
 from farm.transports.sshpush import PushStats, push
-from tests.sshd import Sshd, free_port, keygen, known_hosts_line, processes_with
+from tests.sshd import Sshd, devices_yaml, free_port, keygen, known_hosts_line, processes_with
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -48,18 +47,6 @@ def board(tmp_path) -> Path:
     root = tmp_path / "board"  # the board's `workdir`: must be empty again after every test
     root.mkdir()
     return root
-
-
-def devices_yaml(path: Path, sshd: Sshd, board: Path, target: str = "{family: x86}", **over) -> Path:
-    opts = {"kind": "ssh", "host": sshd.host, "port": sshd.port, "user": "root",
-            "identity": str(sshd.user_key), "known_hosts": str(sshd.known_hosts),
-            "workdir": str(board), "python": sys.executable, "tracker": "tunnel",
-            "connect_timeout": 5, "start_timeout": 120}
-    opts.update(over)
-    lines = [f"      {k}: {v}" for k, v in opts.items() if v is not None]
-    path.write_text("devices:\n  - name: board\n    target: " + target + "\n    transport:\n"
-                    + "\n".join(lines) + "\n")
-    return path
 
 
 def assert_clean(board: Path, sshd: Sshd) -> None:

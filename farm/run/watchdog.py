@@ -18,6 +18,14 @@ T = TypeVar("T")
 
 
 POLL = 0.25  # seconds between looks at `lost`
+GRACE = 1.0  # seconds a broken call waits for `lost` to name why: the socket may break first
+
+
+def _cause(lost: Callable[[], str | None]) -> str | None:
+    deadline = time.monotonic() + GRACE
+    while not (cause := lost()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return cause
 
 
 def bounded(what: str, fn: Callable[[], T], timeout: float, on_timeout: Callable[[], None],
@@ -44,7 +52,7 @@ def bounded(what: str, fn: Callable[[], T], timeout: float, on_timeout: Callable
         worker.join(5.0)
         raise DeviceTimeout(f"{what} did not finish within {timeout:.3g} s" + (f" ({basis})" if basis else ""))
     if "error" in box:
-        cause = lost() if isinstance(box["error"], DeviceFailure) else None
+        cause = _cause(lost) if isinstance(box["error"], DeviceFailure) else None
         if cause:  # the call broke because the link did: say so, not what the socket said
             raise DeviceFailure(f"{what} stopped: {cause}")
         raise box["error"]  # type: ignore[misc]

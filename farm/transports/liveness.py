@@ -60,6 +60,6 @@ class LinkWatch:
             except Exception:  # noqa: BLE001 - no answer (timeout, broken socket): counted below
                 pass
             if time.monotonic() - answered >= self.dead_after:
-                self.lost = self.silent(time.monotonic() - answered)
+                self.lost = self.silent(self.dead_after)
                 return
             self._stop.wait(max(0.0, self.interval - (time.monotonic() - began)))

@@ -31,7 +31,7 @@ from farm.transports.local import needed_features
 from farm.transports.rpc import RPCTransport, wait_registered
 from farm.transports.sshlink import BoardRefused, Endpoint, connect, keepalive_probe, run
 from farm.transports.sshpush import push
-from farm.transports.sshtunnel import LOCAL_HOST
+from farm.transports.sshtunnel import LOCAL_HOST, lost_file, silent
 
 MIN_FREE_MB = 100
 STOP_TIMEOUT = 15.0
@@ -251,8 +251,9 @@ class SSHTransport(RPCTransport):
     def _open_tunnel(self, addr: tuple[str, int]) -> tuple[int, int]:
         """Start the forwarding child; (tracker port on the board, server port on both ends)."""
         name = self.device.name
-        ready = self.ctx.log_dir / f"tunnel-{name}.json"
-        ready.unlink(missing_ok=True)
+        ready = self._tunnel_ready()
+        for old in (ready, lost_file(ready)):
+            old.unlink(missing_ok=True)
         spec = {"endpoint": dataclasses.asdict(self.ep), "tracker": list(addr),
                 "keepalive": [self.opts.keepalive, self.opts.keepalive_count]}
         self.tunnel = Child(f"ssh-tunnel-{name}",
@@ -290,10 +291,7 @@ class SSHTransport(RPCTransport):
             raise DeviceFailure(f"starting the RPC server on the board failed: "
                                 f"{e or type(e).__name__}") from None
         self.watch = LinkWatch(keepalive_probe(self.client, self.ep.where), o.keepalive,
-                               o.keepalive_count, self._silent, self._heartbeat).start()
-
-    def _silent(self, seconds: float) -> str:
-        return f"link lost to {self.device.name} (no SSH keepalive reply for {seconds:.0f} s)"
+                               o.keepalive_count, silent, self._heartbeat).start()
 
     def _heartbeat(self) -> None:
         chan = self.server
@@ -301,13 +299,26 @@ class SSHTransport(RPCTransport):
             chan.send(b".")
 
     def link_lost(self) -> str | None:
-        if self.watch is not None and self.watch.lost:
-            return self.watch.lost
+        """The farm's own connection or the tunnel's (whichever noticed first), then the server."""
+        cause = (self.watch.lost if self.watch is not None else None) or self._tunnel_lost()
+        if cause:
+            return f"link lost to {self.device.name} ({cause})"
         if self.server is not None and self.server.exit_status_ready():
             return f"the RPC server on {self.device.name} ended: {self._server_log()}"
         if self.tunnel is not None and not self.tunnel.alive():
             return f"the SSH tunnel to {self.device.name} ended: {self.tunnel.tail(1)}"
         return None
+
+    def _tunnel_lost(self) -> str | None:
+        if self.tunnel is None:
+            return None
+        try:
+            return lost_file(self._tunnel_ready()).read_text() or None
+        except OSError:
+            return None
+
+    def _tunnel_ready(self) -> Path:
+        return self.ctx.log_dir / f"tunnel-{self.device.name}.json"
 
     def _server_alive(self) -> bool:
         return self.server is not None and not self.server.exit_status_ready()

@@ -22,6 +22,15 @@ from farm.transports.sshlink import Endpoint, Forwards, connect, keepalive_probe
 LOCAL_HOST = "127.0.0.2"
 
 
+def lost_file(ready: Path) -> Path:
+    """Where the child writes why its link was lost."""
+    return ready.with_suffix(".lost")
+
+
+def silent(seconds: float) -> str:
+    return f"no SSH keepalive reply for {seconds:.0f} s"
+
+
 def serve(ep: Endpoint, tracker: tuple[str, int], keepalive: tuple[float, int], ready: Path) -> int:
     client = connect(ep)
     forwards = Forwards(client, ep.timeout)
@@ -30,9 +39,11 @@ def serve(ep: Endpoint, tracker: tuple[str, int], keepalive: tuple[float, int], 
     tmp = ready.with_suffix(".tmp")
     tmp.write_text(json.dumps({"tracker_port": tracker_port, "server_port": server_port}))
     os.replace(tmp, ready)
-    watch = LinkWatch(keepalive_probe(client, ep.where), *keepalive,
-                      lambda s: f"no SSH keepalive reply for {s:.0f} s").start()
-    print(f"the SSH connection to the board ended: {watch.wait()}", file=sys.stderr)
+    watch = LinkWatch(keepalive_probe(client, ep.where), *keepalive, silent).start()
+    cause = watch.wait()
+    # before the sockets close: the farm reads the cause when its RPC call breaks
+    lost_file(ready).write_text(cause)
+    print(f"link lost: {cause}", file=sys.stderr, flush=True)
     client.close()
     return 1
 
