@@ -12,6 +12,7 @@ APT_PACKAGES=(qemu-user-static gcc-aarch64-linux-gnu binutils-aarch64-linux-gnu 
               clang lld llvm-14
               openssh-server openssh-client
               e2fsprogs  # chattr: the read-only data dir test as root
+              iproute2  # ip netns: the liveness tests' board on a network of its own
               chromium)  # headless screenshot test of the HTML report
 
 missing=()

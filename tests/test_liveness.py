@@ -166,15 +166,22 @@ def _no_farm_left(board: NetBoard, work: Path, within: float) -> float:
 
 
 class Fault:
-    """Applies a fault `delay` seconds after the run records correctness: mid-measurement."""
+    """Applies a fault `delay` seconds after the run records correctness (mid-measurement) and
+    times how long the latency check takes to end in an error after it."""
 
     def __init__(self, apply, delay: float = 1.5):
-        self.apply, self.delay, self.at = apply, delay, None
+        self.apply, self.delay, self.at, self.ended = apply, delay, None, None
 
     def progress(self, msg: str) -> None:
         if "correctness: pass" in msg and self.at is None:
             self.at = time.monotonic() + self.delay
             threading.Timer(self.delay, self.apply).start()
+        if "latency: error" in msg:
+            self.ended = time.monotonic()
+
+    @property
+    def took(self) -> float:
+        return self.ended - self.at
 
 
 def _run(suite: Path, yaml: Path, data_dir: Path, progress) -> dict:
@@ -242,18 +249,11 @@ def test_dropped_packets_are_a_lost_link(netboard, tmp_path):
     yaml, suite = _setup(tmp_path, netboard, 30, {"retries": 0}, keepalive=1)
     how = []
     fault = Fault(lambda: how.append(netboard.drop_all()))
-    ended = {}
-
-    def progress(msg: str) -> None:
-        fault.progress(msg)
-        if "latency: error" in msg:
-            ended["at"] = time.monotonic()
-
-    got = _run(suite, yaml, tmp_path / "farm", progress)
-    print(f"\ndropped packets ({how[0]}): checks ended {ended['at'] - fault.at:.1f} s after the drop")
+    got = _run(suite, yaml, tmp_path / "farm", fault.progress)
+    print(f"\ndropped packets ({how[0]}): checks ended {fault.took:.1f} s after the drop")
     assert not got["ok"]
     assert "link lost to board (no SSH keepalive reply for 3 s)" in got["latency"].reason
-    assert ended["at"] - fault.at < 30
+    assert fault.took < 30
     netboard.stop_dropping()
 
 
@@ -261,20 +261,13 @@ def test_frozen_server_times_out_at_the_derived_deadline(netboard, tmp_path):
     """The link answers (sshd is fine), the server does not: only the deadline can tell."""
     yaml, suite = _setup(tmp_path, netboard, 4, {"retries": 0}, keepalive=1)
     fault = Fault(lambda: netboard.signal_server(signal.SIGSTOP), delay=1.0)
-    ended = {}
-
-    def progress(msg: str) -> None:
-        fault.progress(msg)
-        if "latency: error" in msg:
-            ended["at"] = time.monotonic()
-
-    got = _run(suite, yaml, tmp_path / "farm", progress)
-    print(f"\nfrozen server: checks ended {ended['at'] - fault.at:.1f} s after the freeze: "
+    got = _run(suite, yaml, tmp_path / "farm", fault.progress)
+    print(f"\nfrozen server: checks ended {fault.took:.1f} s after the freeze: "
           f"{got['latency'].reason}")
     assert not got["ok"]
     assert got["latency"].kind == "timeout"
     assert "latency measurement did not finish within" in got["latency"].reason
     assert "calls ×" in got["latency"].reason  # derived from the inference, not the suite's 1800 s
-    assert ended["at"] - fault.at < 60
+    assert fault.took < 60
     netboard.signal_server(signal.SIGCONT)
     _no_farm_left(netboard, tmp_path / "board", 30)

@@ -280,7 +280,9 @@ def test_refused_board_in_a_run_is_recorded(sshd, board, data_dir, tmp_path):
 
 # --- configuration and helpers --------------------------------------------------------------------
 @pytest.mark.parametrize("extra, error", [("password: hunter2", "passwords are never stored"),
-                                          ("runtime: push", "needs `push_from:`")])
+                                          ("runtime: push", "needs `push_from:`"),
+                                          ("keepalive: 0", "'keepalive'"),
+                                          ("keepalive_count: 1.5", "'keepalive_count'")])
 def test_bad_ssh_options_are_rejected(tmp_path, extra, error):
     yaml = tmp_path / "d.yaml"
     yaml.write_text("devices:\n  - name: b\n    target: {family: x86}\n"

@@ -4,6 +4,7 @@ rpc_server (local, tracker, qemu, ssh)."""
 from __future__ import annotations
 
 import socket
+import struct
 import time
 from pathlib import Path
 
@@ -16,21 +17,26 @@ from farm.transports.base import DeviceSession, LoadedModel, Transport
 
 
 def tracker_summary(addr: tuple[str, int], timeout: float = 5.0) -> dict:
-    from tvm import rpc
+    """The tracker's summary over a socket of our own, bounded by `timeout`: TVM's client takes
+    its timeout from socket.setdefaulttimeout, process-wide state that the keepalive thread
+    must not touch, and retries a refused connection for 60 s."""
+    from tvm.rpc import base
 
-    # TVM's client retries a refused connection for 60 s; probe first so a dead tracker fails fast
+    where = f"tracker {addr[0]}:{addr[1]}"
     try:
-        socket.create_connection(addr, timeout=timeout).close()
+        with socket.create_connection(addr, timeout=timeout) as sock:
+            sock.sendall(struct.pack("<i", base.RPC_TRACKER_MAGIC))
+            if struct.unpack("<i", base.recvall(sock, 4))[0] != base.RPC_TRACKER_MAGIC:
+                raise DeviceFailure(f"{where} is not a TVM RPC tracker")
+            base.sendjson(sock, [base.TrackerCode.SUMMARY])
+            code, value = base.recvjson(sock)
     except OSError as e:
-        raise DeviceFailure(f"tracker {addr[0]}:{addr[1]} does not answer ({e.strerror or e})") from None
-    old = socket.getdefaulttimeout()
-    socket.setdefaulttimeout(timeout)
-    try:
-        return rpc.connect_tracker(*addr).summary()
-    except (OSError, RuntimeError, ValueError) as e:
-        raise DeviceFailure(f"tracker {addr[0]}:{addr[1]} does not answer ({e})") from None
-    finally:
-        socket.setdefaulttimeout(old)
+        raise DeviceFailure(f"{where} does not answer ({e.strerror or e or type(e).__name__})") from None
+    except (RuntimeError, ValueError, struct.error) as e:
+        raise DeviceFailure(f"{where} does not answer ({e})") from None
+    if code != base.TrackerCode.SUCCESS:
+        raise DeviceFailure(f"{where} refused the summary request ({value})")
+    return value
 
 
 def free_servers(addr: tuple[str, int], key: str) -> int:

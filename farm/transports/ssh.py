@@ -364,8 +364,9 @@ class SSHTransport(RPCTransport):
     def _stop_remote(client, pid: int | None, rundir: str | None) -> None:
         if pid:
             g = f"-{pid}"
-            run(client, f"kill -TERM -- {g} 2>/dev/null; i=0; while kill -0 -- {g} 2>/dev/null "
-                        f"&& [ $i -lt 50 ]; do sleep 0.1; i=$((i+1)); done; "
+            # CONT: a stopped (frozen) server acts on the TERM instead of waiting out the loop
+            run(client, f"kill -TERM -- {g} 2>/dev/null; kill -CONT -- {g} 2>/dev/null; i=0; "
+                        f"while kill -0 -- {g} 2>/dev/null && [ $i -lt 50 ]; do sleep 0.1; i=$((i+1)); done; "
                         f"kill -KILL -- {g} 2>/dev/null; true", STOP_TIMEOUT, "stopping the server")
         if rundir:
             run(client, f"rm -rf -- {q(rundir)}", STOP_TIMEOUT, "removing the work directory")
