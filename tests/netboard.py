@@ -15,55 +15,71 @@ from pathlib import Path
 from tests.sshd import Sshd
 
 
-def _ip(*args: str, ns: str | None = None, check: bool = True) -> subprocess.CompletedProcess:
-    argv = ["ip", *(["netns", "exec", ns, "ip"] if ns else []), *args]
+def _ip(*args: str, ns: int | None = None, check: bool = True) -> subprocess.CompletedProcess:
+    """`ip ARGS` here, or in the namespace held by process `ns`."""
+    argv = [*(_enter(ns) if ns else ()), "ip", *args]
     return subprocess.run(argv, capture_output=True, text=True, check=check)
+
+
+def _enter(holder: int) -> tuple[str, ...]:
+    # nsenter, not `ip netns exec`: that remounts / and /sys, which fails in a chroot (CI's
+    # fresh root), and `ip netns add` leaves a mount behind; a namespace held by a process needs
+    # no mount at all and ends with its last process
+    return ("nsenter", "-t", str(holder), "-n")
 
 
 def namespaces_unavailable() -> str | None:
     """Why this machine cannot make a namespace board, or None."""
     if os.geteuid() != 0:
         return "network namespaces need root"
-    name = f"farmprobe{os.getpid()}"
     try:
-        made = subprocess.run(["ip", "netns", "add", name], capture_output=True, text=True)
+        made = subprocess.run(["unshare", "--net", "ip", "link", "set", "lo", "up"], capture_output=True,
+                              text=True)
     except FileNotFoundError:
-        return "the `ip` command (iproute2) is not installed"
+        return "unshare (util-linux) is not installed"
     if made.returncode != 0:
-        return f"cannot make a network namespace: {made.stderr.strip()}"
-    subprocess.run(["ip", "netns", "del", name], capture_output=True)
+        return f"cannot make a network namespace here: {made.stderr.strip() or made.returncode}"
     return None
 
 
 class NetBoard:
     def __init__(self, root: Path, name: str = "nsboard"):
         n = os.getpid() % 60000
-        self.ns, self.name = f"farm{n}", name
+        self.name = name
         self.farm_if, self.board_if = f"fv{n}", f"bv{n}"
         subnet = 4 * (n % 30000)  # a /30 of 198.18.0.0/15, the block set aside for test networks
         base = f"198.{18 + subnet // 65536}.{subnet // 256 % 256}"
         self.farm_addr, self.addr = f"{base}.{subnet % 256 + 1}", f"{base}.{subnet % 256 + 2}"
         self.dropping: str | None = None
-        self._make()
-        self.sshd = Sshd(root, host=self.addr, port=22, prefix=("ip", "netns", "exec", self.ns)).start()
+        self.holder = subprocess.Popen(["unshare", "--net", "sleep", "infinity"])
+        self.sshd = None
+        try:
+            self._make()
+            self.sshd = Sshd(root, host=self.addr, port=22, prefix=_enter(self.holder.pid)).start()
+        except BaseException:
+            self.close()
+            raise
 
     def _make(self) -> None:
-        subprocess.run(["ip", "netns", "del", self.ns], capture_output=True)  # an earlier test's
-        _ip("link", "del", self.farm_if, check=False)
-        _ip("netns", "add", self.ns)
-        _ip("link", "add", self.farm_if, "type", "veth", "peer", "name", self.board_if, "netns", self.ns)
+        _ip("link", "del", self.farm_if, check=False)  # an earlier test's
+        deadline = time.monotonic() + 5
+        while os.readlink(f"/proc/{self.holder.pid}/ns/net") == os.readlink("/proc/self/ns/net"):
+            assert time.monotonic() < deadline, "unshare did not make a namespace"
+            time.sleep(0.02)  # until unshare has made the namespace and exec'd sleep
+        ns = self.holder.pid
+        _ip("link", "add", self.farm_if, "type", "veth", "peer", "name", self.board_if, "netns", str(ns))
         _ip("addr", "add", f"{self.farm_addr}/30", "dev", self.farm_if)
         _ip("link", "set", self.farm_if, "up")
-        _ip("addr", "add", f"{self.addr}/30", "dev", self.board_if, ns=self.ns)
-        _ip("link", "set", self.board_if, "up", ns=self.ns)
-        _ip("link", "set", "lo", "up", ns=self.ns)
+        _ip("addr", "add", f"{self.addr}/30", "dev", self.board_if, ns=ns)
+        _ip("link", "set", self.board_if, "up", ns=ns)
+        _ip("link", "set", "lo", "up", ns=ns)
 
     # --- faults -----------------------------------------------------------------------------------
     def cut(self) -> None:
-        _ip("link", "set", self.board_if, "down", ns=self.ns)
+        _ip("link", "set", self.board_if, "down", ns=self.holder.pid)
 
     def restore(self) -> None:
-        _ip("link", "set", self.board_if, "up", ns=self.ns)
+        _ip("link", "set", self.board_if, "up", ns=self.holder.pid)
 
     def drop_all(self) -> str:
         """Drop every packet with the link up; says how."""
@@ -71,7 +87,7 @@ class NetBoard:
             self.dropping = "tc netem loss 100%"
         else:  # this kernel has no qdiscs: routes that discard, in both directions
             _ip("route", "add", "blackhole", f"{self.addr}/32")
-            _ip("route", "add", "blackhole", f"{self.farm_addr}/32", ns=self.ns)
+            _ip("route", "add", "blackhole", f"{self.farm_addr}/32", ns=self.holder.pid)
             self.dropping = "blackhole routes (the kernel has no tc netem)"
         return self.dropping
 
@@ -80,13 +96,21 @@ class NetBoard:
             _ip("qdisc", "del", "dev", self.farm_if, "root", check=False)
         elif self.dropping:
             _ip("route", "del", "blackhole", f"{self.addr}/32", check=False)
-            _ip("route", "del", "blackhole", f"{self.farm_addr}/32", ns=self.ns, check=False)
+            _ip("route", "del", "blackhole", f"{self.farm_addr}/32", ns=self.holder.pid, check=False)
         self.dropping = None
 
     # --- what runs on the board -------------------------------------------------------------------
     def pids(self) -> list[int]:
-        out = subprocess.run(["ip", "netns", "pids", self.ns], capture_output=True, text=True).stdout
-        return [int(p) for p in out.split()]
+        """The processes in the board's namespace, its holder excepted."""
+        ns, found = os.readlink(f"/proc/{self.holder.pid}/ns/net"), []
+        for entry in os.listdir("/proc"):
+            if entry.isdigit() and int(entry) != self.holder.pid:
+                try:
+                    if os.readlink(f"/proc/{entry}/ns/net") == ns:
+                        found.append(int(entry))
+                except OSError:
+                    continue
+        return found
 
     def farm_processes(self) -> list[str]:
         """The board's processes the farm started (its guard, server and the server's workers)."""
@@ -115,8 +139,11 @@ class NetBoard:
         return hit
 
     def close(self) -> None:
+        """Everything in the namespace is killed; with its last process the namespace and the
+        veth pair go."""
         self.stop_dropping()
-        self.sshd.stop()
+        if self.sshd is not None:
+            self.sshd.stop()
         for pid in self.pids():
             try:
                 os.kill(pid, signal.SIGKILL)
@@ -125,5 +152,6 @@ class NetBoard:
         deadline = time.monotonic() + 5
         while self.pids() and time.monotonic() < deadline:
             time.sleep(0.1)
-        subprocess.run(["ip", "netns", "del", self.ns], capture_output=True)
+        self.holder.kill()
+        self.holder.wait()
         _ip("link", "del", self.farm_if, check=False)
