@@ -80,7 +80,8 @@ def test_element_wise_functions_are_exact_tables(signed, registry, work):
 
 
 def test_two_inputs_and_reductions_are_no_table(tmp_path):
-    """Mul of two independent activations and a softmax stay as they were, with their reasons."""
+    """Mul of two independent activations is no table (it is an integer product, below) and a
+    softmax stays in float, with its reason."""
     g = QDQ()
     a, b = g.qdq("input", 2 / 255), g.qdq("input", 3 / 255, 100)  # two grids: two 8-bit tensors
     y = g.qdq(g.node("Softmax", [g.qdq(g.node("Mul", [a, b]), 4 / 255)], axis=-1), 1 / 255, 0)
@@ -88,8 +89,7 @@ def test_two_inputs_and_reductions_are_no_table(tmp_path):
     onnx.save(g.model([1, 8], y, [1, 8]), str(path))
     mod, reasons = lower_int8(import_onnx(path))
     assert relax_lookup_ops(mod) == [] and relax_dot_ops(mod, reasons) == []
-    assert sorted(r for r in reasons.values() if "outside" not in r) == \
-        ["no integer form for multiply", "no integer form for nn.softmax"]
+    assert sorted(r for r in reasons.values() if "outside" not in r) == ["no integer form for nn.softmax"]
 
 
 def test_nan_levels_and_oversized_tables_are_no_table(tmp_path):
@@ -106,3 +106,35 @@ def test_nan_levels_and_oversized_tables_are_no_table(tmp_path):
     assert relax_lookup_ops(mod) == []
     assert sorted(r for r in reasons.values() if "outside" not in r) == \
         ["add operand is a constant", "no integer form for log"]
+
+
+@pytest.mark.parametrize("signed", [False, True], ids=["uint8", "int8"])
+def test_mul_of_two_activations_is_exact_in_integers(signed, registry, work):
+    """A product of two quantized activations (a gate) is an int32 product requantized: bit-exact
+    against the float64 QDQ semantics, with a broadcast operand and no float op left. The scales
+    are calibration-like: with "round" ones (2/255 × 3/255 / 4/255) products land exactly on
+    rounding ties, where the float64 reference's own rounding decides and 1 LSB is the honest
+    bound."""
+    dtype, zp = (np.int8, -5) if signed else (np.uint8, 100)
+    g = QDQ()
+
+    def qdq(x: str, scale: float, z: int) -> str:
+        return g.dq(g.q(x, scale, z, dtype), scale, z, dtype)
+
+    a, b = qdq("input", 0.00791, 0), qdq("input", 0.01137, zp)  # two grids: two 8-bit tensors
+    ab = qdq(g.node("Mul", [a, b]), 0.01593, zp)
+    first = g.node("Slice", [a, g.init(np.array([0])), g.init(np.array([1])), g.init(np.array([1]))])
+    gate = qdq(first, 0.00437, 0)  # [1, 1]: broadcast over the 512 elements
+    y = qdq(g.node("Mul", [ab, gate]), 0.01811, 7)
+    path = work / f"mul-{signed}.onnx"
+    model = g.model([1, 512], y, [1, 512])
+    onnx.save(model, str(path))
+    # the first element (the gate) 0.9, then sweeps across both grids
+    sweep = np.concatenate([[0.9], np.linspace(-1.2, 1.2, 383), np.arange(128) * 0.0113 - 0.3])
+    feeds = [{"input": sweep.astype(np.float32)[None]}]
+    art = compile_model(path, registry.get("host"), work / "cache")
+    outs, exact = run_lib(art.lib, feeds), exact_outputs(model, feeds)
+    assert len(np.unique(exact[0][0])) > 20  # the output spans its grid: not a constant
+    m = compare(outs, exact, output_steps(model))
+    assert m["exact"] == 1.0, m
+    assert art.meta["lowering"]["summary"]["float_ops"] == 0, art.meta["lowering"]

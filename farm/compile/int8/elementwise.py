@@ -1,5 +1,5 @@
-"""Elementwise ops and data movement: add of two quantized tensors, relu / clip (bounds on the output
-grid), and ops that move integers (reshape, permute_dims, squeeze, expand_dims, strided_slice,
+"""Elementwise ops and data movement: add and multiply of two quantized tensors, relu / clip
+(bounds on the output grid), and ops that move integers (reshape, permute_dims, squeeze, expand_dims, strided_slice,
 max_pool2d), which run on the integers and are requantized only when input and output grids differ."""
 
 from __future__ import annotations
@@ -48,6 +48,25 @@ def lower_add(lw: Lowering, x, out: OutGrid):
     if fp is None:
         raise NotLowered("add multiplier out of fixed-point range")
     return requantize_add(lw.bb, lw.data(a), lw.data(b), zps, fp, out.zero_point, out.lo, out.hi, out.dtype)
+
+
+def lower_multiply(lw: Lowering, x, out: OutGrid):
+    """quantize(dq(a) · dq(b)) of two activations (a gate, an attention weighting, a sigmoid-gated
+    swish as ORT's quantizer writes it): the int32 product of the zero-point-free integers — at most
+    2^16 for 8-bit operands — requantized by sa · sb / so. A constant operand is a lookup table."""
+    from tvm.relax import op
+
+    a, b = act(lw, x.args[0], "multiply operand"), act(lw, x.args[1], "multiply operand")
+    if lw.tflite:
+        raise NotLowered("TFLite's MUL rounding is not modelled")
+    if {dtype_of(a.data), dtype_of(b.data)} - {"int8", "uint8"}:
+        raise NotLowered("multiply of 16-bit operands: their product overflows int32")
+
+    def centred(p: QParam):
+        return op.subtract(op.astype(lw.data(p), "int32"), const(np.int32(p.tensor_zp)))
+
+    acc = lw.bb.emit(op.multiply(centred(a), centred(b)))
+    return requantize(lw, acc, np.asarray(a.tensor_scale * b.tensor_scale / out.scale), out)
 
 
 def lower_moved(lw: Lowering, x, out: OutGrid):

@@ -31,6 +31,7 @@ INPUT_QUANTIZE = "quantizes a float value from outside the quantized graph"
 # quantize(op(...)) → its integer form, by op name; dot products (+ bias) are matched before these
 _LOWERINGS = {
     "relax.add": elementwise.lower_add,
+    "relax.multiply": elementwise.lower_multiply,
     "relax.mean": pools.lower_mean,
     "relax.nn.avg_pool2d": pools.lower_avg_pool,
 }
