@@ -129,6 +129,8 @@ def test_mul_of_two_activations_is_exact_in_integers(signed, registry, work):
     path = work / f"mul-{signed}.onnx"
     model = g.model([1, 512], y, [1, 512])
     onnx.save(model, str(path))
+    _, reasons = lower_int8(import_onnx(path))
+    assert [r for r in reasons.values() if "outside the quantized graph" not in r] == []
     # the first element (the gate) 0.9, then sweeps across both grids
     sweep = np.concatenate([[0.9], np.linspace(-1.2, 1.2, 383), np.arange(128) * 0.0113 - 0.3])
     feeds = [{"input": sweep.astype(np.float32)[None]}]
@@ -136,5 +138,30 @@ def test_mul_of_two_activations_is_exact_in_integers(signed, registry, work):
     outs, exact = run_lib(art.lib, feeds), exact_outputs(model, feeds)
     assert len(np.unique(exact[0][0])) > 20  # the output spans its grid: not a constant
     m = compare(outs, exact, output_steps(model))
+    assert m["exact"] == 1.0, m
+    assert art.meta["lowering"]["summary"]["float_ops"] == 0, art.meta["lowering"]
+
+
+@pytest.mark.parametrize("signed", [False, True], ids=["uint8", "int8"])
+def test_concat_moves_each_input_onto_the_output_grid(signed, registry, work):
+    """Concat of inputs on other grids (one of them through a relu) and on the output grid
+    already: integers throughout, bit-exact against the float64 QDQ semantics."""
+    dtype, zp = (np.int8, -5) if signed else (np.uint8, 100)
+    g = QDQ()
+
+    def qdq(x: str, scale: float, z: int) -> str:
+        return g.dq(g.q(x, scale, z, dtype), scale, z, dtype)
+
+    a, b = qdq("input", 0.00791, 0), qdq("input", 0.01137, zp)
+    same = qdq("input", 0.01253, 80 if not signed else 12)  # the output's grid: moved as it is
+    y = qdq(g.node("Concat", [g.node("Relu", [a]), b, same], axis=1), 0.01253, 80 if not signed else 12)
+    model = g.model([1, 128], y, [1, 384])
+    path = work / f"concat-{signed}.onnx"
+    onnx.save(model, str(path))
+    _, reasons = lower_int8(import_onnx(path))
+    assert [r for r in reasons.values() if "outside the quantized graph" not in r] == []
+    feeds = [{"input": np.linspace(-1.5, 1.5, 128, dtype=np.float32)[None]}]
+    art = compile_model(path, registry.get("host"), work / "cache")
+    m = compare(run_lib(art.lib, feeds), exact_outputs(model, feeds), output_steps(model))
     assert m["exact"] == 1.0, m
     assert art.meta["lowering"]["summary"]["float_ops"] == 0, art.meta["lowering"]

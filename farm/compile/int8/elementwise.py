@@ -1,4 +1,4 @@
-"""Elementwise ops and data movement: add and multiply of two quantized tensors, relu / clip
+"""Elementwise ops and data movement: add and multiply of two quantized tensors, concat, relu / clip
 (bounds on the output grid), and ops that move integers (reshape, permute_dims, squeeze, expand_dims, strided_slice,
 max_pool2d), which run on the integers and are requantized only when input and output grids differ."""
 
@@ -67,6 +67,19 @@ def lower_multiply(lw: Lowering, x, out: OutGrid):
 
     acc = lw.bb.emit(op.multiply(centred(a), centred(b)))
     return requantize(lw, acc, np.asarray(a.tensor_scale * b.tensor_scale / out.scale), out)
+
+
+def lower_concat(lw: Lowering, x, out: OutGrid):
+    """quantize(concat(dq(a), dq(b), ...)) (a detector neck's or an FPN's merge): each input moved
+    onto the output grid — nothing to do where it is on it already, as ORT's quantizer usually
+    arranges, a requantize where not — then the integers concatenated."""
+    from tvm import relax
+
+    parts = lw.val(x.args[0])
+    if not isinstance(parts, relax.Tuple):
+        raise NotLowered("concat of a tuple that is not written out")
+    inputs = [act(lw, e, "concat input") for e in parts.fields]  # all, before anything is emitted
+    return relax.op.concat([lw.bb.emit(lower_move(lw, None, out, a)) for a in inputs], axis=x.attrs.axis)
 
 
 def lower_moved(lw: Lowering, x, out: OutGrid):

@@ -32,6 +32,7 @@ INPUT_QUANTIZE = "quantizes a float value from outside the quantized graph"
 _LOWERINGS = {
     "relax.add": elementwise.lower_add,
     "relax.multiply": elementwise.lower_multiply,
+    "relax.concat": elementwise.lower_concat,
     "relax.mean": pools.lower_mean,
     "relax.nn.avg_pool2d": pools.lower_avg_pool,
 }
