@@ -36,6 +36,7 @@ class DeviceFailure(FarmError):
 
     kind = "device"
     exit_code = 1
+    retryable = True  # bringing the device up again may help
 
 
 class DeviceTimeout(DeviceFailure):

@@ -275,6 +275,7 @@ def test_refused_board_in_a_run_is_recorded(sshd, board, data_dir, tmp_path):
     for check in ("correctness", "latency"):
         assert got[check]["status"] == "error" and got[check]["kind"] == "config"
         assert "is not in" in got[check]["reason"]
+        assert "(after 1 attempts;" in got[check]["reason"]  # a refusal is not retried
     assert_clean(board, sshd)
 
 

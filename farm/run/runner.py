@@ -188,7 +188,7 @@ class DeviceRun:
             except DeviceFailure as e:
                 causes.append(e.format())
                 self.farm.stop(self.device)
-                if attempt < self.device.retries:
+                if attempt < self.device.retries and e.retryable:
                     wait = self.device.retry_backoff * 2 ** attempt
                     progress(f"[{name}] {e}; retrying in {wait:g} s ({attempt + 1}/{self.device.retries})")
                     time.sleep(wait)

@@ -25,6 +25,7 @@ class BoardRefused(DeviceFailure):
     fix devices.yaml, known_hosts or the board; retrying will not help."""
 
     kind = "config"
+    retryable = False
 
 
 @dataclass(frozen=True)
