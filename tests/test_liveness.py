@@ -17,7 +17,7 @@ import pytest
 
 from farm.cli import main
 from farm.config.devices import load_devices
-from farm.config.suites import LatencySpec, load_suite
+from farm.config.suites import LatencySpec, Timeouts, load_suite
 from farm.errors import DeviceFailure, DeviceTimeout
 from farm.results.store import Store, default_db
 from farm.run import deadlines
@@ -271,3 +271,19 @@ def test_frozen_server_times_out_at_the_derived_deadline(netboard, tmp_path):
     assert fault.took < 60
     netboard.signal_server(signal.SIGCONT)
     _no_farm_left(netboard, tmp_path / "board", 30)
+
+
+def test_a_session_ends_by_itself_after_its_limit(registry, tmp_path):
+    """TVM's session timeout, set from the suite's bounds: a board whose farm lost its link (a lab
+    board farm did not start, so no guard of farm's runs there) frees itself."""
+    from farm.transports.embedded import Farm
+
+    assert Timeouts().session(4, True) == 60 + 2 * (300 + 5 * 600 + 1800)
+    device = registry.get("host")
+    with Farm(tmp_path, tmp_path / "logs", [device]) as farm:
+        farm.start(device)
+        with farm.transport(device).open(60, limit=2) as session:
+            assert session.remote.cpu().exist
+            time.sleep(4)
+            with pytest.raises(DeviceFailure, match="session has expired"):
+                session.load(GUARD)

@@ -82,6 +82,12 @@ class Timeouts:
     def merged(self, override: dict[str, float]) -> Timeouts:
         return replace(self, **override)
 
+    def session(self, inferences: int, fp32: bool) -> float:
+        """The most one device session can legitimately last: its steps' bounds, plus a minute for
+        the farm's own work between them (judging, recording)."""
+        steps = self.upload + (inferences + 1) * self.run + self.measure
+        return 60.0 + steps * (2 if fp32 else 1)
+
 
 TIMEOUT_KEYS = [f.name for f in fields(Timeouts)]
 

@@ -236,7 +236,9 @@ class DeviceRun:
     def attempt(self, art: Artifact) -> None:
         t, transport = self.timeouts, self.farm.transport(self.device)
         self.call("bring-up", lambda: self.farm.start(self.device), t.open)
-        session = self.call("opening a session", lambda: transport.open(t.open), t.open)
+        # the device ends the session by itself after its bounds: a board is never held forever
+        limit = t.session(len(self.prep.feeds), self.fp32 is not None)
+        session = self.call("opening a session", lambda: transport.open(t.open, limit), t.open)
         try:
             self.session.opts.progress(f"[{self.device.name}] uploading {art.lib.name} "
                                        f"({art.lib.stat().st_size / 1e6:.1f} MB)")

@@ -111,5 +111,7 @@ class Transport(ABC):
         return []
 
     @abstractmethod
-    def open(self, timeout: float) -> DeviceSession:
-        """A session on the device, waiting at most `timeout` seconds for it."""
+    def open(self, timeout: float, limit: float = 0.0) -> DeviceSession:
+        """A session on the device, waiting at most `timeout` seconds for it. `limit`: seconds
+        after which the device ends the session by itself (0: never), so a board whose farm lost
+        its link is not held forever; transports whose device cannot do that ignore it."""

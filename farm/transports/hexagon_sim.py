@@ -129,7 +129,7 @@ class HexagonSimTransport(Transport):
         failed = probe_simulator(sim, _cpu_of(self.device.target.tag), tools_stamp(*toolchain.TOOLS))
         return Availability(failed is None, failed.reason(PROBE_TODO) if failed else "")
 
-    def open(self, timeout: float) -> DeviceSession:
+    def open(self, timeout: float, limit: float = 0.0) -> DeviceSession:
         sim, why = self._simulator()
         if sim is None:
             raise DeviceFailure(why)

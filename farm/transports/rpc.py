@@ -116,7 +116,8 @@ class RPCTransport(Transport):
             raise DeviceFailure("no tracker is running for this farm")
         return self.ctx.tracker
 
-    def open(self, timeout: float) -> DeviceSession:
+    def open(self, timeout: float, limit: float = 0.0) -> DeviceSession:
+        """limit: TVM's session timeout — the server kills the session's worker after it."""
         from tvm import rpc
 
         addr, key = self.tracker_address(), self.device.key
@@ -127,7 +128,7 @@ class RPCTransport(Transport):
         socket.setdefaulttimeout(timeout)  # bounds the queue wait: request() blocks otherwise
         try:
             tracker = rpc.connect_tracker(*addr)
-            remote = tracker.request(key, priority=1, session_timeout=0)
+            remote = tracker.request(key, priority=1, session_timeout=limit)
         except TimeoutError:
             raise DeviceTimeout(f"no free '{key}' server within {timeout:.0f} s") from None
         except (OSError, RuntimeError) as e:
