@@ -43,9 +43,37 @@ def test_saturates():
     assert requantize_np(np.array([-500, 500]), fp, 128, 0, 255).tolist() == [0, 255]
 
 
-@pytest.mark.parametrize("m", [0.0, -1.0, np.inf, np.nan, 2.0**40, 1e-30])
+@pytest.mark.parametrize("m", [0.0, -1.0, np.inf, np.nan, 2.0**40, 2.0**-32.5])
 def test_unrepresentable_multipliers(m):
     assert to_fixed_point(np.array(m)) is None
+
+
+@pytest.mark.parametrize("live, folded", [(0.0123, True), (0.75, False)])
+def test_negligible_multipliers_give_the_zero_point(live, folded):
+    """A dead channel (weights of scale ~0) next to a live one: its multiplier is 0 and its output
+    the zero point, which is what rounding gives for every int32 accumulator plus bias — in the
+    numpy twin and in the emitted Relax, in both of its forms (the folded constant where tie free,
+    else the parity form)."""
+    import tvm
+    from tvm import relax
+
+    m = np.array([[live, 1e-30, 2.0**-33.5]])
+    fp = to_fixed_point(m)
+    assert fp.mult[0, 1:].tolist() == [0, 0]
+    assert tie_free(fp, 3, 0, 255) == folded
+    acc = np.array([[-2**31, -2**31, -2**31], [2**31 - 1] * 3, [12345, -7, 99], [0, 1, -1]], dtype=np.int32)
+    want = np.clip(np.rint(acc * m) + 3, 0, 255).astype(np.int64)
+    want[:, 1:] = 3
+    assert requantize_np(acc, fp, 3, 0, 255).tolist() == want.tolist()
+    bb = relax.BlockBuilder()
+    x = relax.Var("x", relax.TensorType(acc.shape, "int32"))
+    with bb.function("main", [x]):
+        with bb.dataflow():
+            out = bb.emit_output(requantize(bb, x, fp, 3, 0, 255, "uint8"))
+        bb.emit_func_output(out)
+    got = relax.VirtualMachine(tvm.compile(bb.get(), "llvm"), tvm.cpu())["main"](
+        tvm.runtime.tensor(acc)).numpy()
+    assert got.tolist() == want.tolist()
 
 
 def test_per_channel_shifts():

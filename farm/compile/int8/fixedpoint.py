@@ -14,6 +14,8 @@ import numpy as np
 
 MULT_BITS = 31  # M0 in [2^30, 2^31): acc (int32) * M0 stays below 2^62
 MAX_SHIFT = 62
+# below it, |(acc + bias) · m| < 1/2 for any int32 accumulator and bias (|sum| < 2^32): rounds to 0
+NEGLIGIBLE = 2.0 ** -33
 ADD_ATTR = "farm.qadd"  # PrimFunc attribute: the parameters of a quantized add kernel (JSON)
 
 
@@ -27,10 +29,20 @@ class FixedPoint:
 
 def to_fixed_point(m: np.ndarray) -> FixedPoint | None:
     """Fixed-point form of positive multipliers; None when a multiplier is out of range
-    (non-positive, not finite, too large for a right shift, or so small the shift overflows)."""
+    (non-positive, not finite, too large for a right shift, or so small the shift overflows).
+    A negligible one (a dead channel's: weights of scale ~0) is multiplier 0: the result is
+    the zero point, exactly as rounding gives it."""
     m = np.asarray(m, dtype=np.float64)
     if not np.all(np.isfinite(m)) or np.any(m <= 0):
         return None
+    negligible = m < NEGLIGIBLE
+    fp = _fixed_point(np.where(negligible, 1.0, m))
+    if fp is None or not np.any(negligible):
+        return fp
+    return FixedPoint(np.where(negligible, 0, fp.mult), fp.shift)
+
+
+def _fixed_point(m: np.ndarray) -> FixedPoint | None:
     exp = np.floor(np.log2(m)).astype(np.int64)
     shift = (MULT_BITS - 1) - exp
     if np.any(shift < 1) or np.any(shift > MAX_SHIFT):
@@ -104,9 +116,9 @@ def tie_free(fp: FixedPoint, zero_point: int, lo: int, hi: int) -> bool:
     2^(shift-1-t). No tie is within reach when 2^(shift-1-t) ≥ B, i.e. mult ≥ (R + 1) * 2^(1+t)
     (independent of the shift). Multipliers with many trailing zeros (0.5, 0.75, ...) fail it."""
     mult = np.asarray(fp.mult, dtype=np.int64).reshape(-1)
-    tz = np.array([(int(m) & -int(m)).bit_length() - 1 for m in mult], dtype=np.int64)
+    tz = np.array([max((int(m) & -int(m)).bit_length() - 1, 0) for m in mult], dtype=np.int64)
     r = max(abs(lo - zero_point), abs(hi - zero_point))
-    return bool(np.all(mult >= (r + 1) * (np.int64(2) << tz)))
+    return bool(np.all((mult == 0) | (mult >= (r + 1) * (np.int64(2) << tz))))  # 0: no ties at all
 
 
 def round_shift(bb, q, shift: np.ndarray, zero_point: int, lo: int, hi: int, out_dtype: str):
