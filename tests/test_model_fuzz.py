@@ -59,3 +59,15 @@ def test_damaged_model_files_are_one_line_errors(name, suffix, ops):
         _read(path, suffix)
     except FarmError as e:
         assert "\n" not in e.format() and e.format().strip()
+
+
+def test_an_input_type_number_onnx_does_not_know_is_one_line():
+    """What the fuzzer found: a flipped byte made an input's elem_type 29, which has no name."""
+    from onnx import TensorProto, helper
+
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])
+    x.type.tensor_type.elem_type = 29
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])
+    model = helper.make_model(helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "g", [x], [y]))
+    with pytest.raises(FarmError, match="ONNX type number 29 \\(no such type\\)"):
+        model_inputs(model)

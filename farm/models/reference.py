@@ -50,8 +50,10 @@ def model_inputs(model: onnx.ModelProto) -> list[TensorInfo]:
                                 "in.onnx fixed.onnx")
         shape = tuple(d.dim_value if d.dim_value > 0 else 1 for d in dims)
         if tt.elem_type not in _ONNX_DTYPES:
-            raise FarmError(f"input '{vi.name}' is of ONNX type {_T.DataType.Name(tt.elem_type)}, which farm "
-                            "cannot feed", "give the model inputs of a numeric numpy type")
+            known = tt.elem_type in _T.DataType.values()  # a damaged file may hold any number
+            kind = _T.DataType.Name(tt.elem_type) if known else f"number {tt.elem_type} (no such type)"
+            raise FarmError(f"input '{vi.name}' is of ONNX type {kind}, which farm cannot feed",
+                            "give the model inputs of a numeric numpy type")
         out.append(TensorInfo(vi.name, shape, _ONNX_DTYPES[tt.elem_type]))
     return out
 
