@@ -84,6 +84,12 @@ def test_deadlines_follow_what_the_device_showed():
     ramped = deadlines.measurement(0.001, LatencySpec(repeat=10, min_repeat_ms=500), 1800.0)
     assert ramped.seconds > deadlines.FLOOR + deadlines.SAFETY * 10 * 0.5  # each repeat lasts 0.5 s
     assert deadlines.measurement(5.0, spec, 60.0).seconds == 60.0  # the suite's bound caps it
+    # a simulator's one traced run, whatever the spec: its own count of inferences' worth
+    from farm.transports.hexagon_sim import TRACED_RUN_COST, HexagonModel
+    traced = deadlines.measurement(9.5, LatencySpec(warmup=0, repeat=1), 1800.0,
+                                   HexagonModel.timed_calls(None, LatencySpec(warmup=0, repeat=1)))
+    assert traced.seconds == pytest.approx(deadlines.FLOOR + deadlines.SAFETY * TRACED_RUN_COST * 9.5)
+    assert traced.seconds > 25.6 * 3  # the measured traced run, with the safety factor to spare
     assert deadlines.inference(None, 600.0).seconds == 600.0
     assert deadlines.inference(0.02, 600.0).seconds == pytest.approx(deadlines.FLOOR + 0.06)
 

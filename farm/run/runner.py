@@ -284,7 +284,7 @@ class DeviceRun:
     def measure(self, model, inputs: list[np.ndarray], one: float, what: str) -> list[float]:
         spec = self.latency
         return self.call(what, _remote(lambda: model.time(inputs, spec), what),
-                         deadlines.measurement(one, spec, self.timeouts.measure))
+                         deadlines.measurement(one, spec, self.timeouts.measure, model.timed_calls(spec)))
 
     def time_fp32(self, session, inputs: list[np.ndarray]) -> None:
         fp32 = self.fp32

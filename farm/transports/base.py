@@ -53,6 +53,11 @@ class LoadedModel(ABC):
         """Extra figures of the last `time` call to record with it (e.g. packets per kernel)."""
         return {}
 
+    def timed_calls(self, spec: LatencySpec) -> float:
+        """How many `run`s' worth of wall time one `time` call takes (its deadline is derived from
+        it): warm-up plus repeat × number inferences, as TVM's time_evaluator does them."""
+        return spec.warmup + spec.repeat * spec.number
+
 
 class DeviceSession(ABC):
     @abstractmethod
