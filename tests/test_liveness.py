@@ -78,12 +78,13 @@ def test_a_hung_call_times_out_with_how_its_deadline_was_derived():
 
 def test_deadlines_follow_what_the_device_showed():
     spec = LatencySpec(warmup=2, number=10, repeat=20)
-    d = deadlines.measurement(0.010, spec, 1800.0)
+    d = deadlines.measurement(0.010, spec, 1800.0, spec.calls)
     assert d.seconds == pytest.approx(deadlines.FLOOR + deadlines.SAFETY * 202 * 0.010)
     assert "202 calls × 0.01 s" in d.basis and "allows 1800 s" in d.basis
-    ramped = deadlines.measurement(0.001, LatencySpec(repeat=10, min_repeat_ms=500), 1800.0)
+    slow = LatencySpec(repeat=10, min_repeat_ms=500)
+    ramped = deadlines.measurement(0.001, slow, 1800.0, slow.calls)
     assert ramped.seconds > deadlines.FLOOR + deadlines.SAFETY * 10 * 0.5  # each repeat lasts 0.5 s
-    assert deadlines.measurement(5.0, spec, 60.0).seconds == 60.0  # the suite's bound caps it
+    assert deadlines.measurement(5.0, spec, 60.0, spec.calls).seconds == 60.0  # the suite's bound caps it
     # a simulator's one traced run, whatever the spec: its own count of inferences' worth
     from farm.transports.hexagon_sim import TRACED_RUN_COST, HexagonModel
     traced = deadlines.measurement(9.5, LatencySpec(warmup=0, repeat=1), 1800.0,

@@ -68,6 +68,11 @@ class LatencySpec:
     min_repeat_ms: int = 0
     emulated_repeat: int = 3  # an emulator's timing says little about hardware: fewer samples
 
+    @property
+    def calls(self) -> int:
+        """Inferences one measurement runs: warm-up, then repeat × number timed ones."""
+        return self.warmup + self.repeat * self.number
+
 
 @dataclass(frozen=True)
 class Timeouts:

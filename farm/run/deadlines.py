@@ -22,9 +22,6 @@ class Deadline:
     seconds: float
     basis: str  # how it was derived: the reason of a timeout says it
 
-    def __str__(self) -> str:
-        return self.basis
-
 
 def _fit(expected: float, what: str, bound: float) -> Deadline:
     derived = FLOOR + SAFETY * expected
@@ -40,10 +37,9 @@ def inference(one: float | None, bound: float) -> Deadline:
     return _fit(one, f"the {one:.3g} s one inference took", bound)
 
 
-def measurement(one: float, spec: LatencySpec, bound: float, calls: float | None = None) -> Deadline:
-    """A latency measurement (warm-up, then repeat × number timed calls, or `calls` inferences'
-    worth where the device times differently) of a model whose one inference took `one` seconds."""
-    calls = spec.warmup + spec.repeat * spec.number if calls is None else calls
+def measurement(one: float, spec: LatencySpec, bound: float, calls: float) -> Deadline:
+    """A latency measurement that costs `calls` inferences' worth (LoadedModel.timed_calls) of a
+    model whose one inference took `one` seconds."""
     ramp = spec.min_repeat_ms / 1e3 * (RAMP_FIRST + RAMP_EACH * (spec.repeat - 1)) if spec.min_repeat_ms else 0.0
     ramp_note = f" + {ramp:.3g} s for min_repeat_ms" if ramp else ""
     return _fit(calls * one + ramp, f"({calls:g} calls × {one:.3g} s{ramp_note})", bound)

@@ -55,8 +55,8 @@ class LoadedModel(ABC):
 
     def timed_calls(self, spec: LatencySpec) -> float:
         """How many `run`s' worth of wall time one `time` call takes (its deadline is derived from
-        it): warm-up plus repeat × number inferences, as TVM's time_evaluator does them."""
-        return spec.warmup + spec.repeat * spec.number
+        it): the spec's calls, as TVM's time_evaluator makes them."""
+        return spec.calls
 
 
 class DeviceSession(ABC):

@@ -1,8 +1,8 @@
-"""Keepalives on a link the farm holds (an SSH connection, a tracker): a daemon thread probes it
-every `interval` seconds, like OpenSSH's ServerAliveInterval/ServerAliveCountMax, and once no
-probe has been answered for `interval × count` seconds the link is lost, with the reason. The
-farm's blocked device calls poll `lost` (farm.run.watchdog), so a board that drops off the network
-ends its checks in seconds instead of at the suite's timeout."""
+"""Keepalives on a link the farm holds (its SSH connection to a board, the tunnel's): a daemon
+thread probes it every `interval` seconds, like OpenSSH's ServerAliveInterval/ServerAliveCountMax,
+and once no probe has been answered for `interval × count` seconds the link is lost, with the
+reason. The farm's blocked device calls poll `lost` (farm.run.watchdog), so a board that drops off
+the network ends its checks in seconds instead of at the suite's timeout."""
 
 from __future__ import annotations
 
