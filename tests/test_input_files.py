@@ -144,3 +144,32 @@ def test_a_suite_names_its_input_files_relative_to_itself(tmp_path, write):
             - y.npz
     """)
     assert_config_error(load_suite, bad, 5, "input file")
+
+
+def test_a_model_with_dynamic_sizes_is_compiled_at_its_input_files_shape(tmp_path, write, capsys):
+    """A detector exported with dynamic height and width ([N, 3, H, W]) runs at the shape of the
+    input files it is given; without files it is a one-line error saying so."""
+    from farm.cli import main
+    from farm.results.store import Store
+
+    path, _ = _model(tmp_path)
+    m = onnx.load(str(path))
+    for d, name in zip(m.graph.input[0].type.tensor_type.shape.dim, ["N", None, "H", "W"], strict=True):
+        if name:
+            d.dim_param = name
+    for d in m.graph.output[0].type.tensor_type.shape.dim:
+        d.dim_param = "dyn"
+    dynamic = tmp_path / "dynamic.onnx"
+    onnx.save(m, str(dynamic))
+    x = np.random.default_rng(1).uniform(-1, 1, (1, 3, 12, 20)).astype(np.float32)
+    np.save(tmp_path / "x.npy", x)
+    devices = str(write("devices.yaml", HOST_ONLY))
+    data = tmp_path / "data"
+    assert main(["run", "--model", str(dynamic), "--inputs", str(tmp_path / "x.npy"), "--devices", devices,
+                 "--data-dir", str(data)]) == 0
+    with Store(data / "results.db") as store:
+        checks = {r.check: r for r in store.results(store.run()["id"])}
+    assert checks["correctness"].status == "pass" and checks["correctness"].metrics["elements"] == 4 * 12 * 20
+    assert main(["run", "--model", str(dynamic), "--devices", devices, "--data-dir", str(data)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "dynamic size 'H' on axis 2" in err and "give input files of the shape to compile" in err, err

@@ -45,6 +45,14 @@ def load_input_files(paths: list[Path], infos: list[TensorInfo]) -> InputFiles:
     return InputFiles(feeds, expected, [src for src, _, _ in sets])
 
 
+def file_shapes(paths: list[Path], names: list[str]) -> dict[str, tuple[int, ...]]:
+    """The shape of each input in the first input set: what a model with dynamic sizes is compiled
+    for (load_input_files then holds every set to it)."""
+    first = _expand(paths[0])[0]
+    arrays, _ = _read(first, [TensorInfo(n, (), "") for n in names])
+    return {n: tuple(a.shape) for n, a in zip(names, arrays, strict=True)}
+
+
 def _expand(path: Path) -> list[Path]:
     if not path.exists():
         raise FarmError(f"input file {path} does not exist", "check the path")

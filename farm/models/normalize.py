@@ -8,6 +8,7 @@ pairs stay intact for the integer lowering, and the basic level emits only stand
 from __future__ import annotations
 
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
 
 import onnx
@@ -18,11 +19,12 @@ from farm.models.qoperator import has_qoperators, qoperator_to_qdq
 from farm.models.reference import model_inputs
 
 
-def fix_input_shapes(model: onnx.ModelProto) -> onnx.ModelProto:
-    """A copy whose graph inputs have the static shapes farm feeds (model_inputs: batch 1)."""
+def fix_input_shapes(model: onnx.ModelProto, sizes: Mapping[str, tuple[int, ...]] | None = None) -> onnx.ModelProto:
+    """A copy whose graph inputs have the static shapes farm feeds (model_inputs: batch 1, or the
+    sizes of the input files)."""
     out = onnx.ModelProto()
     out.CopyFrom(model)
-    shapes = {i.name: i.shape for i in model_inputs(model)}
+    shapes = {i.name: i.shape for i in model_inputs(model, sizes)}
     for vi in out.graph.input:
         if vi.name in shapes:
             for d, size in zip(vi.type.tensor_type.shape.dim, shapes[vi.name], strict=True):

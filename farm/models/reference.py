@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,34 +29,52 @@ class TensorInfo:
     dtype: str
 
 
-def model_inputs(model: onnx.ModelProto) -> list[TensorInfo]:
-    """Graph inputs that are not initializers; an unknown batch dim becomes 1, any other unknown dim
-    is an error (the import and the kernels need every size)."""
-    inits = {i.name for i in model.graph.initializer}
+def model_inputs(model: onnx.ModelProto, sizes: Mapping[str, tuple[int, ...]] | None = None) -> list[TensorInfo]:
+    """Graph inputs that are not initializers; an unknown dim takes its size from `sizes` (the
+    shapes of the input files), else an unknown batch dim becomes 1 and any other is an error (the
+    import and the kernels need every size)."""
     out = []
-    for vi in model.graph.input:
-        if vi.name in inits:
-            continue
+    for vi in graph_inputs(model):
         tt = vi.type.tensor_type
         dims = list(tt.shape.dim)
+        given = (sizes or {}).get(vi.name)
+        if given is not None and len(given) == len(dims):
+            shape = tuple(d.dim_value if d.dim_value > 0 else g for d, g in zip(dims, given, strict=True))
+            out.append(TensorInfo(vi.name, shape, _dtype(vi)))
+            continue
         for axis, d in enumerate(dims[1:], start=1):
             if d.dim_value <= 0:
                 name = d.dim_param or "?"
                 shape = [x.dim_value if x.dim_value > 0 else (x.dim_param or "?") for x in dims]
                 raise FarmError(f"input '{vi.name}' has a dynamic size '{name}' on axis {axis} (shape {shape}); "
                                 "farm compiles for fixed shapes",
-                                "fix it in the model: python -m onnxruntime.tools.make_dynamic_shape_fixed "
+                                "give input files of the shape to compile (--inputs, or the suite's inputs: files:), "
+                                "or fix it in the model: python -m onnxruntime.tools.make_dynamic_shape_fixed "
                                 f"--input_name {vi.name} --input_shape "
                                 f"{','.join(str(s) if isinstance(s, int) else f'<{s}>' for s in [1, *shape[1:]])} "
                                 "in.onnx fixed.onnx")
-        shape = tuple(d.dim_value if d.dim_value > 0 else 1 for d in dims)
-        if tt.elem_type not in _ONNX_DTYPES:
-            known = tt.elem_type in _T.DataType.values()  # a damaged file may hold any number
-            kind = _T.DataType.Name(tt.elem_type) if known else f"number {tt.elem_type} (no such type)"
-            raise FarmError(f"input '{vi.name}' is of ONNX type {kind}, which farm cannot feed",
-                            "give the model inputs of a numeric numpy type")
-        out.append(TensorInfo(vi.name, shape, _ONNX_DTYPES[tt.elem_type]))
+        out.append(TensorInfo(vi.name, tuple(d.dim_value if d.dim_value > 0 else 1 for d in dims), _dtype(vi)))
     return out
+
+
+def graph_inputs(model: onnx.ModelProto) -> list[onnx.ValueInfoProto]:
+    """The inputs a caller feeds (an initializer listed as an input has a default value)."""
+    inits = {i.name for i in model.graph.initializer}
+    return [vi for vi in model.graph.input if vi.name not in inits]
+
+
+def has_dynamic_dims(model: onnx.ModelProto) -> bool:
+    return any(d.dim_value <= 0 for vi in graph_inputs(model) for d in vi.type.tensor_type.shape.dim)
+
+
+def _dtype(vi: onnx.ValueInfoProto) -> str:
+    elem = vi.type.tensor_type.elem_type
+    if elem not in _ONNX_DTYPES:
+        known = elem in _T.DataType.values()  # a damaged file may hold any number
+        kind = _T.DataType.Name(elem) if known else f"number {elem} (no such type)"
+        raise FarmError(f"input '{vi.name}' is of ONNX type {kind}, which farm cannot feed",
+                        "give the model inputs of a numeric numpy type")
+    return _ONNX_DTYPES[elem]
 
 
 def make_inputs(infos: list[TensorInfo], spec: InputSpec) -> list[dict[str, np.ndarray]]:

@@ -12,11 +12,13 @@ from pathlib import Path
 
 import onnx
 
-from farm.config.suites import ModelSpec, Suite, load_suite
+from farm.config.suites import InputSpec, ModelSpec, Suite, load_suite
 from farm.errors import ConfigError, FarmError, error_line
 from farm.models import architectures, builders, quantize, tflite_builders, tflite_writer
-from farm.models.reference import TensorInfo, model_inputs
-from farm.models.tflite import is_tflite, tflite_inputs
+from farm.models.input_files import file_shapes
+from farm.models.normalize import fix_input_shapes
+from farm.models.reference import graph_inputs, has_dynamic_dims
+from farm.models.tflite import is_tflite
 
 
 @dataclass(frozen=True)
@@ -150,6 +152,24 @@ def load_onnx(path: Path) -> onnx.ModelProto:
     return model
 
 
-def input_infos(path: Path) -> list[TensorInfo]:
-    """The inputs (name, shape, dtype) of an ONNX or TFLite model file."""
-    return tflite_inputs(path) if is_tflite(path) else model_inputs(load_onnx(path))
+def at_input_shapes(model: ModelFiles, proto: onnx.ModelProto, spec: InputSpec,
+                    cache_dir: Path) -> tuple[ModelFiles, onnx.ModelProto]:
+    """A model with dynamic input sizes, fixed at the sizes of its input files (or the suite's
+    `shape:` for a one-input model) and written to the cache: the file every later step reads, so
+    the reference, the compile and the exact semantics all see one shape. A static model, or one
+    with nothing to take sizes from, is returned as it is (model_inputs then says what to do)."""
+    names = [vi.name for vi in graph_inputs(proto)]
+    if not has_dynamic_dims(proto):
+        return model, proto
+    if spec.files:
+        sizes = file_shapes(list(spec.files), names)
+    elif spec.shape and len(names) == 1:
+        sizes = {names[0]: spec.shape}
+    else:
+        return model, proto
+    fixed = fix_input_shapes(proto, sizes)
+    data = fixed.SerializeToString()
+    path = cache_dir / f"{model.name}-{hashlib.sha256(data).hexdigest()[:16]}-fixed.onnx"
+    if not path.exists():
+        write_atomic(path, data)
+    return ModelFiles(model.name, path, model.fp32_path), fixed

@@ -69,6 +69,8 @@ def _row(device: str, checks: dict[str, CheckResult]) -> list[str]:
         notes.append(_original_note(cm["ort_original"]))
     if cm.get("expected_outputs") == "equal":
         notes.append("outputs equal the input files' expected outputs")
+    if "noise_floor" in cm:
+        notes.append(_floor_note(cm))
     if cm.get("constant_outputs"):
         outs = ", ".join(str(i) for i in cm["constant_outputs"])
         notes.append(f"CONSTANT REFERENCE: output {outs} is one value on every input, so agreeing "
@@ -90,6 +92,15 @@ def _row(device: str, checks: dict[str, CheckResult]) -> list[str]:
         _fmt(fm.get("int8_over_fp32"), ".2f"),
         "; ".join(notes),
     ]
+
+
+def _floor_note(cm: dict) -> str:
+    f = cm["noise_floor"]
+    lsb = f" up to {f['max_lsb']:g} LSB" if f["max_lsb"] is not None else ""
+    top1 = f", top-1 moved at {f['top1_missed']} positions" if f["top1_missed"] else ""
+    return (f"UNSTABLE MODEL at these inputs: ONNX Runtime itself is off the exact semantics{lsb} at "
+            f"{f['beyond']} of {f['elements']} elements{top1} (near-tie flips the layers amplify), so the "
+            f"device is judged against that noise floor: {cm.get('beyond', 0)} elements off")
 
 
 def _original_note(o: dict) -> str:

@@ -11,16 +11,17 @@ from farm.config.suites import CorrectnessSpec
 
 
 def compare(outputs: list[list[np.ndarray]], refs: list[list[np.ndarray]],
-            steps: list[float | None]) -> dict:
+            steps: list[float | None], tolerance: float = 1.0) -> dict:
     """Compare device outputs with reference outputs over every input set and output tensor.
 
     `steps[i]` is output i's quantization step (its LSB): differences are counted in steps, and
     "exact" means the same quantized level. Without a step (a float output) "exact" means
-    numerically close (rtol 1e-5) and LSB figures are absent. Top-1 is taken on output 0 (see
+    numerically close (rtol 1e-5) and LSB figures are absent; `beyond` counts the elements more
+    than `tolerance` steps off (or not close). Top-1 is taken on output 0 (see
     `top1`); `constant_outputs` lists outputs whose reference is one value everywhere, on which
     agreement proves little.
     """
-    max_abs, max_lsb, exact, total, cos_min, top_hits, top_total = 0.0, 0.0, 0, 0, 1.0, 0, 0
+    max_abs, max_lsb, exact, beyond, total, cos_min, top_hits, top_total = 0.0, 0.0, 0, 0, 0, 1.0, 0, 0
     has_lsb = all(s for s in steps)
     varies = [False] * len(refs[0]) if refs else []
     for out_set, ref_set in zip(outputs, refs, strict=True):
@@ -35,8 +36,10 @@ def compare(outputs: list[list[np.ndarray]], refs: list[list[np.ndarray]],
                 levels = np.abs(np.rint(o / step) - np.rint(r / step))
                 max_lsb = max(max_lsb, float(levels.max(initial=0.0)))
                 exact += int((levels == 0).sum())
+                beyond += int((levels > tolerance).sum())
             else:
-                exact += int(np.isclose(o, r, rtol=1e-5, atol=1e-6 * float(np.abs(r).max(initial=1))).sum())
+                close = int(np.isclose(o, r, rtol=1e-5, atol=1e-6 * float(np.abs(r).max(initial=1))).sum())
+                exact, beyond = exact + close, beyond + o.size - close
             total += o.size
             cos_min = min(cos_min, cosine(o, r))
             if i == 0:
@@ -51,6 +54,7 @@ def compare(outputs: list[list[np.ndarray]], refs: list[list[np.ndarray]],
         "top1_positions": top_total,
         "constant_outputs": [i for i, v in enumerate(varies) if not v],
         "elements": total,
+        "beyond": beyond,
     }
 
 
@@ -113,18 +117,62 @@ def cosine(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.dot(a.ravel(), b.ravel()) / (na * nb))
 
 
-def judge(m: dict, spec: CorrectnessSpec) -> list[str]:
-    """The thresholds `m` misses, as readable reasons (empty: pass)."""
+# how many more elements (positions, for top-1) than the independent engine a device may have off
+# the exact semantics where the model itself is unstable: twice its count, plus one
+NOISE_FACTOR = 2
+
+
+def noise_floor(ort_vs_exact: dict, spec: CorrectnessSpec) -> dict | None:
+    """ONNX Runtime's own distance from the exact semantics, when it misses the suite's thresholds.
+    Then the model is unstable at these inputs: single-level flips at near-ties (float32 vs the
+    float64 semantics) are amplified by the layers after them (sharp sigmoids, argmax over
+    near-equal classes), and any correct implementation lands that far off. None: ORT is within
+    the thresholds, and they are judged as written."""
+    m = ort_vs_exact
+    unstable = (m["max_lsb"] is not None and m["max_lsb"] > spec.max_lsb) or \
+        (m["top1"] is not None and m["top1"] < spec.min_top1)
+    if not unstable:
+        return None
+    return {"max_lsb": m["max_lsb"], "beyond": m["beyond"], "elements": m["elements"],
+            "top1_missed": round((1 - m["top1"]) * m["top1_positions"]) if m["top1"] is not None else 0}
+
+
+def _within_floor(m: dict, floor: dict, spec: CorrectnessSpec) -> list[str]:
+    """The max-LSB and top-1 thresholds, judged against the noise floor: the device may have up to
+    NOISE_FACTOR times as many elements beyond the tolerance, and positions whose top-1 moved,
+    as ONNX Runtime has (plus one)."""
     bad = []
-    if m["max_lsb"] is not None and m["max_lsb"] > spec.max_lsb:
-        bad.append(f"max diff {m['max_lsb']:g} LSB > {spec.max_lsb:g}")
+    allowed = NOISE_FACTOR * floor["beyond"] + 1
+    if m["beyond"] > allowed:
+        how = "not close to" if m["max_lsb"] is None else f"more than {spec.max_lsb:g} LSB off"
+        bad.append(f"{m['beyond']} elements {how} the exact semantics > {allowed} "
+                   f"(ONNX Runtime has {floor['beyond']} there: the noise floor)")
+    if m.get("top1_exact") is not None:
+        missed = round((1 - m["top1_exact"]) * m["top1_positions"])
+        allowed_top1 = max(NOISE_FACTOR * floor["top1_missed"] + 1,
+                           math.floor((1 - spec.min_top1) * m["top1_positions"] + 1e-9))
+        if missed > allowed_top1:
+            bad.append(f"top-1 differs from the exact semantics at {missed} of {m['top1_positions']} positions "
+                       f"> {allowed_top1} (ONNX Runtime: {floor['top1_missed']})")
+    return bad
+
+
+def judge(m: dict, spec: CorrectnessSpec, floor: dict | None = None) -> list[str]:
+    """The thresholds `m` misses, as readable reasons (empty: pass); with a noise floor (see
+    noise_floor) the max-LSB and top-1 thresholds are judged against it."""
+    if floor is not None:
+        bad = _within_floor(m, floor, spec)
+    elif m["max_lsb"] is not None and m["max_lsb"] > spec.max_lsb:
+        bad = [f"max diff {m['max_lsb']:g} LSB > {spec.max_lsb:g}"]
+    else:
+        bad = []
     if m["exact"] < spec.min_exact:
         bad.append(f"exact {m['exact']:.2%} < {spec.min_exact:.2%}")
     # on a quantized grid the LSB and exact figures measure agreement exactly; cosine is shown
     # but not judged there (on a sparse output a few one-level steps sink it)
     if m["max_lsb"] is None and (m["cosine"] < spec.min_cosine or math.isnan(m["cosine"])):
         bad.append(f"cosine {m['cosine']:.5f} < {spec.min_cosine}")
-    if m["top1"] is not None and m["top1"] < spec.min_top1:
+    if floor is None and m["top1"] is not None and m["top1"] < spec.min_top1:
         bad.append(f"top-1 agreement {m['top1']:.2%} < {spec.min_top1:.2%}")
     return bad
 

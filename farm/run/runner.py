@@ -22,12 +22,12 @@ from farm.models.fp32 import fp32_model
 from farm.models.input_files import input_sets
 from farm.models.original import OriginalModelRun, original_model_run
 from farm.models.reference import model_inputs, output_steps, reference_outputs
-from farm.models.registry import ModelFiles, build_builtin, load_onnx
+from farm.models.registry import ModelFiles, at_input_shapes, build_builtin, load_onnx
 from farm.models.tflite import is_tflite, litert_reference, with_litert_optimized
 from farm.results.states import Health, Kind, Status
 from farm.results.store import CheckResult, Store
 from farm.run import baseline, deadlines
-from farm.run.metrics import LatencyStats, compare, judge, mismatch, vs_original
+from farm.run.metrics import LatencyStats, compare, judge, mismatch, noise_floor, vs_original
 from farm.run.watchdog import bounded
 from farm.transports.embedded import Farm
 
@@ -62,6 +62,7 @@ class PreparedSuite:
     reference_note: str | None = None  # what the reference is when it is not the usual one
     expected: list[list[np.ndarray]] | None = None  # outputs the input files came with (test_data_set)
     original: OriginalModelRun | None = None  # QOperator: ORT on the user's model and on farm's form
+    floor: dict | None = None  # ORT's own distance from the exact semantics, where it misses the thresholds
 
 
 def prepare(suite: Suite, data_dir: Path) -> PreparedSuite:
@@ -74,13 +75,15 @@ def prepare(suite: Suite, data_dir: Path) -> PreparedSuite:
         ref = litert_reference(model.path, suite.inputs, data_dir / "logs" / f"litert-{model.name}.log")
         return PreparedSuite(suite, model, ref.feeds, ref.refs, ref.steps, optimized_refs=ref.optimized,
                              reference_note=ref.note, expected=ref.expected)
-    proto = load_onnx(model.path)
+    model, proto = at_input_shapes(model, load_onnx(model.path), suite.inputs, data_dir / "models")
     check_importable(proto, model.path)
     sets = input_sets(model_inputs(proto), suite.inputs)
     refs, note = reference_outputs(model.path, sets.feeds)
-    return PreparedSuite(suite, model, sets.feeds, refs, output_steps(proto), exact_outputs(proto, sets.feeds),
-                         reference_note=note, expected=sets.expected,
-                         original=original_model_run(proto, model.path.name, sets.feeds))
+    steps, exact = output_steps(proto), exact_outputs(proto, sets.feeds)
+    floor = None if exact is None else \
+        noise_floor(compare(refs, exact, steps, suite.correctness.max_lsb), suite.correctness)
+    return PreparedSuite(suite, model, sets.feeds, refs, steps, exact, reference_note=note, expected=sets.expected,
+                         original=original_model_run(proto, model.path.name, sets.feeds), floor=floor)
 
 
 class Session:
@@ -297,9 +300,12 @@ class DeviceRun:
 
     def judge(self, outputs: list[list[np.ndarray]], upload_seconds: float) -> None:
         try:
-            m = compare(outputs, self.prep.refs, self.prep.steps)
+            tolerance = self.prep.suite.correctness.max_lsb
+            m = compare(outputs, self.prep.refs, self.prep.steps, tolerance)
             if self.prep.exact_refs is not None:
-                m = with_exact_semantics(m, compare(outputs, self.prep.exact_refs, self.prep.steps))
+                m = with_exact_semantics(m, compare(outputs, self.prep.exact_refs, self.prep.steps, tolerance))
+            if self.prep.floor is not None:
+                m["noise_floor"] = self.prep.floor
             if self.prep.optimized_refs is not None:
                 m = with_litert_optimized(m, compare(outputs, self.prep.optimized_refs, self.prep.steps))
             if self.prep.reference_note:
@@ -308,7 +314,7 @@ class DeviceRun:
             self.result(Check.CORRECTNESS, Status.FAIL, kind=Kind.WRONG_ANSWER, reason=str(e))
             return
         m["upload_seconds"] = round(upload_seconds, 3)
-        bad = judge(m, self.prep.suite.correctness)
+        bad = judge(m, self.prep.suite.correctness, self.prep.floor)
         if self.prep.original is not None:
             run = self.prep.original
             m["ort_original"], off = vs_original(outputs, run.original, run.form, self.prep.refs, self.prep.steps,
