@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import numpy as np
 import onnx
+import onnxruntime as ort
 import pytest
 
 from farm.config.suites import InputSpec
 from farm.errors import FarmError
 from farm.models.exact_reference import exact_outputs, run_exact, with_exact_semantics
-from farm.models.reference import make_inputs, model_inputs, output_steps, run_reference
+from farm.models.reference import make_inputs, model_inputs, ort_session, output_steps, run_reference
 from farm.models.registry import build_builtin
 from farm.report.table import HEADERS, device_rows
 from farm.run.metrics import compare
@@ -144,3 +145,17 @@ def test_a_model_ort_is_unstable_on_is_judged_against_its_noise_floor(tmp_path, 
     assert floor["max_lsb"] == 16 and floor["beyond"] > 0 and corr.metrics["beyond"] == 0, corr.metrics
     (row,) = device_rows(results)["ties"]
     assert "UNSTABLE MODEL" in row[HEADERS.index("notes")] and "0 elements off" in row[HEADERS.index("notes")]
+
+
+def test_a_given_float32_tensor_is_quantized_in_float32():
+    """0.35 / 0.1 is 3.5 in float32 (rounded to even: 4) but 3.4999999 in float64 (3): a tensor
+    the model is given (its input, a Constant-node weight) is divided as ONNX's reference and every
+    runtime divide it; computed values stay float64."""
+    g = QDQ()
+    out = g.qdq("input", 0.1, 0)
+    model = g.model([1, 4], out, [1, 4])
+    x = np.array([[0.35, 0.75, 0.85, 0.95]], np.float32)
+    levels = np.rint(run_exact(model, {"input": x})[0] / np.float64(np.float32(0.1)))
+    np.testing.assert_array_equal(levels, [[4, 8, 8, 10]])
+    ort_out = ort_session(model.SerializeToString(), ort.GraphOptimizationLevel.ORT_DISABLE_ALL).run(None, {"input": x})
+    np.testing.assert_array_equal(np.rint(ort_out[0] / np.float32(0.1)), levels)

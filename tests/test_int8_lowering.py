@@ -13,12 +13,13 @@ from farm.compile.build import compile_model, import_onnx
 from farm.compile.int8.lower import lower_int8
 from farm.compile.lowering_report import relax_dot_ops
 from farm.config.suites import InputSpec
+from farm.models.exact_reference import exact_outputs
 from farm.models.quantize import quantize_qdq
 from farm.models.reference import make_inputs, model_inputs, output_steps, run_reference
 from farm.models.registry import build_builtin
 from farm.run.metrics import compare
 from tests.conftest import run_lib
-from tests.qdq_graphs import constant_node_weights, patterns
+from tests.qdq_graphs import QDQ, constant_node_weights, patterns
 
 BUILTIN_DOTS = {"tinyconv": 5, "tinyconv-qoperator": 5, "tinyconv-perchannel": 5,
                 "tinymobilenet": 6, "tinymobilenet-qoperator": 6}
@@ -144,8 +145,6 @@ def test_signed_activations(qoperator, registry, work):
 @pytest.mark.slow
 def test_qresnet50_all_convs_and_dense_in_integers(registry, work):
     """53 convs + 1 dense in integer arithmetic, equal to the exact semantics on every logit."""
-    from farm.models.exact_reference import exact_outputs
-
     path = build_builtin("qresnet50", work / "models").path
     model = onnx.load(str(path))
     feeds = make_inputs(model_inputs(model), InputSpec(seed=0, count=1))
@@ -225,3 +224,23 @@ def test_shape_subgraphs_are_folded_before_import(qoperator, registry, work):
     m, lowering, _ = _check(path, registry, work)
     assert m["max_lsb"] <= 1, m
     assert [o["compute"] for o in lowering["ops"]] == ["int8", "int8"], lowering["ops"]
+
+
+@pytest.mark.parametrize("weight_zp", [0, 3])  # the int8 path and the int16 path
+def test_a_float_bias_is_not_rounded_onto_the_accumulator_grid(weight_zp, registry, tmp_path):
+    """A conv whose bias stays float32 (ORT's quantizer leaves it so when it took the weights for
+    activations): (a + 0.4) / 2 must round like the model, not like (a + 0) / 2, whose odd a are
+    ties. Neither farm's import (ORT's basic optimization quantizes such biases to int32) nor
+    the lowering may round the bias."""
+    g = QDQ()
+    x = g.qdq("input", 1.0, 0)
+    w = g.dq(g.init(np.full((1, 1, 1, 1), 1 + weight_zp, np.int8)), 1.0, weight_zp, np.int8)
+    y = g.node("Conv", [x, w, g.init(np.array([0.4], np.float32))])
+    path = tmp_path / "float_bias.onnx"
+    model = g.model([1, 1, 16, 16], g.qdq(y, 2.0, 0), [1, 1, 16, 16])
+    onnx.save(model, str(path))
+    feeds = [{"input": np.arange(256, dtype=np.float32).reshape(1, 1, 16, 16)}]
+    outs = run_lib(compile_model(path, registry.get("host"), tmp_path / "cache").lib, feeds)
+    want = np.clip(np.rint((np.arange(256) + 0.4) / 2), 0, 255) * 2.0
+    np.testing.assert_array_equal(outs[0][0].reshape(-1), want)
+    assert compare(outs, exact_outputs(model, feeds), output_steps(model))["exact"] == 1.0

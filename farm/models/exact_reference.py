@@ -33,7 +33,12 @@ def _quantize(i, a):
     zp = i[2] if len(i) > 2 and i[2] is not None else np.uint8(0)
     shape = _axis_shape(x.ndim, a.get("axis", 1), s.size, a)
     info = np.iinfo(zp.dtype)
-    q = np.rint(x / s.astype(np.float64).reshape(shape)) + zp.astype(np.float64).reshape(shape)
+    # a tensor the model is given (a float32 input, initializer or Constant-node weight) is divided
+    # in float32, as ONNX's reference QuantizeLinear and every runtime do; a computed (float64,
+    # exact) value in float64
+    wide = np.float32 if x.dtype == np.float32 else np.float64
+    q = np.rint((x.astype(wide) / s.astype(wide).reshape(shape)).astype(np.float64)) + \
+        zp.astype(np.float64).reshape(shape)
     return np.clip(q, info.min, info.max).astype(zp.dtype)
 
 

@@ -51,9 +51,7 @@ def lower_dot(lw: Lowering, dot, bias, out: OutGrid):
                     or dot.attrs.out_layout != "NCHW"):
         raise NotLowered(f"conv2d layout {dot.attrs.data_layout}/{dot.attrs.kernel_layout}")
     acc_scale = a.tensor_scale * sw
-    bias_int = np.zeros(nout, dtype=np.int64)
-    if bias is not None:
-        bias_int = np.rint(_bias_values(lw, bias) / acc_scale).astype(np.int64)
+    bias_int, fraction = _bias_in_acc_units(lw, bias, acc_scale, nout)
     if wdata.dtype != np.int8 or np.any(zw != 0):
         lhs, rhs, padding = _wide_operands(lw, dot, a, wdata, ch_axis, zw)
     else:
@@ -64,7 +62,24 @@ def lower_dot(lw: Lowering, dot, bias, out: OutGrid):
     acc = lw.bb.emit(_int32_dot(dot, lhs, rhs, padding), name_hint=lw.dot_name(dot))
     shape = [1, nout, 1, 1] if is_conv else [nout]
     return requantize(lw, acc, (acc_scale / out.scale).reshape(shape), out, dense=not is_conv,
-                      offset=bias_int.reshape(shape))
+                      offset=bias_int.reshape(shape), fraction=None if fraction is None else fraction.reshape(shape))
+
+
+def _bias_in_acc_units(lw: Lowering, bias, acc_scale: np.ndarray, nout: int):
+    """(integer bias, fractional part or None) in accumulator units. A quantized (int32) bias is
+    integral up to its scale's float32 rounding; a float32 bias (left unquantized where ORT's
+    quantizer took the weights for activations) is not, and its fraction is kept: rounding it
+    onto the accumulator grid moves outputs that sit near a rounding boundary."""
+    if bias is None:
+        return np.zeros(nout, dtype=np.int64), None
+    units = _bias_values(lw, bias) / acc_scale
+    whole = np.rint(units)
+    e = lw.val(bias)
+    while is_op(e, "relax.reshape"):
+        e = lw.val(e.args[0])
+    c = const_np(e)
+    floating = c is not None and c.dtype.kind == "f" and bool(np.any(units != whole))
+    return whole.astype(np.int64), (units - whole) if floating else None
 
 
 def _wide_operands(lw: Lowering, dot, a: QParam, wdata: np.ndarray, ch_axis: int, zw: np.ndarray):

@@ -80,15 +80,22 @@ def i64(v):
 
 
 def requantize(bb, acc, fp: FixedPoint, zero_point: int, lo: int, hi: int, out_dtype: str,
-               offset: np.ndarray | None = None):
+               offset: np.ndarray | None = None, fraction: np.ndarray | None = None):
     """Emit (acc + offset) * M → round half to even → + zero point → clip → out_dtype, for an
     integer tensor acc and an optional integer constant offset (a conv's bias) broadcast like M.
 
     Where rounding half up is proven equal (tie_free), offset * mult, the rounding half and
-    zero point * 2^shift are one constant added before the shift: multiply, add, shift, clip."""
+    zero point * 2^shift are one constant added before the shift: multiply, add, shift, clip.
+    A `fraction` in [-1/2, 1/2] (a float bias's) is added as rint(fraction * mult) after the
+    multiply, at 2^-shift precision; the proof does not cover it, so it rounds half to even."""
     from tvm import relax
 
     op, c = relax.op, i64
+    if fraction is not None:
+        total = (np.zeros((), np.int64) if offset is None else offset.astype(np.int64)) * fp.mult + \
+            np.rint(fraction * fp.mult).astype(np.int64)
+        q = bb.emit(op.add(op.multiply(op.astype(acc, "int64"), c(fp.mult)), c(total)))
+        return round_shift(bb, q, fp.shift, zero_point, lo, hi, out_dtype)
     shift = np.asarray(fp.shift, np.int64)
     add = np.zeros((), np.int64) if offset is None else offset.astype(np.int64) * fp.mult
     add = add + (np.int64(1) << (shift - 1)) + (np.int64(zero_point) << shift) \

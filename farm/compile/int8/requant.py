@@ -17,9 +17,10 @@ if TYPE_CHECKING:
 
 
 def requantize(lw: Lowering, acc, m: np.ndarray, out: OutGrid, dense: bool = False,
-               offset: np.ndarray | None = None):
-    """(acc + offset) (an integer tensor plus an optional integer constant such as a conv's
-    bias) times the real multipliers m on the output grid."""
+               offset: np.ndarray | None = None, fraction: np.ndarray | None = None):
+    """(acc + offset + fraction) (an integer tensor plus an optional integer constant such as a
+    conv's bias, and the fractional part of a float bias) times the real multipliers m on the
+    output grid."""
     from tvm import relax
 
     if lw.tflite:  # LiteRT's FULLY_CONNECTED rounds once, its other ops twice
@@ -28,7 +29,7 @@ def requantize(lw: Lowering, acc, m: np.ndarray, out: OutGrid, dense: bool = Fal
         return tflite_arith.requantize(lw.bb, acc, m, out.zero_point, out.lo, out.hi, out.dtype,
                                        single_rounding=dense)
     return fixedpoint.requantize(lw.bb, acc, _fixed_point(m), out.zero_point, out.lo, out.hi, out.dtype,
-                                 offset=offset)
+                                 offset=offset, fraction=fraction)
 
 
 def _fixed_point(m: np.ndarray) -> FixedPoint:
