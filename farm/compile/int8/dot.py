@@ -66,20 +66,16 @@ def lower_dot(lw: Lowering, dot, bias, out: OutGrid):
 
 
 def _bias_in_acc_units(lw: Lowering, bias, acc_scale: np.ndarray, nout: int):
-    """(integer bias, fractional part or None) in accumulator units. A quantized (int32) bias is
-    integral up to its scale's float32 rounding; a float32 bias (left unquantized where ORT's
-    quantizer took the weights for activations) is not, and its fraction is kept: rounding it
-    onto the accumulator grid moves outputs that sit near a rounding boundary."""
+    """(integer bias, fractional part or None) in accumulator units. A bias is rarely integral
+    there: a float32 one (ORT's quantizer leaves it so where it took the weights for activations)
+    never, an int32 one only when its scale equals x_scale·w_scale exactly, which float32 rounds.
+    The fraction is kept (the requantize adds it at 2^-shift): rounding it onto the accumulator
+    grid moves outputs that sit near a rounding boundary."""
     if bias is None:
         return np.zeros(nout, dtype=np.int64), None
     units = _bias_values(lw, bias) / acc_scale
     whole = np.rint(units)
-    e = lw.val(bias)
-    while is_op(e, "relax.reshape"):
-        e = lw.val(e.args[0])
-    c = const_np(e)
-    floating = c is not None and c.dtype.kind == "f" and bool(np.any(units != whole))
-    return whole.astype(np.int64), (units - whole) if floating else None
+    return whole.astype(np.int64), (units - whole) if np.any(units != whole) else None
 
 
 def _wide_operands(lw: Lowering, dot, a: QParam, wdata: np.ndarray, ch_axis: int, zw: np.ndarray):

@@ -86,29 +86,29 @@ def requantize(bb, acc, fp: FixedPoint, zero_point: int, lo: int, hi: int, out_d
 
     Where rounding half up is proven equal (tie_free), offset * mult, the rounding half and
     zero point * 2^shift are one constant added before the shift: multiply, add, shift, clip.
-    A `fraction` in [-1/2, 1/2] (a float bias's) is added as rint(fraction * mult) after the
-    multiply, at 2^-shift precision; the proof does not cover it, so it rounds half to even."""
+    A `fraction` in [-1/2, 1/2] (of a bias not integral in accumulator units) joins that constant
+    as rint(fraction * mult): the sum is then known to 2^-shift only, so which way an exact half
+    of it rounds is below the precision either rule has, and half up is taken."""
     from tvm import relax
 
     op, c = relax.op, i64
-    if fraction is not None:
-        total = (np.zeros((), np.int64) if offset is None else offset.astype(np.int64)) * fp.mult + \
-            np.rint(fraction * fp.mult).astype(np.int64)
-        q = bb.emit(op.add(op.multiply(op.astype(acc, "int64"), c(fp.mult)), c(total)))
-        return round_shift(bb, q, fp.shift, zero_point, lo, hi, out_dtype)
     shift = np.asarray(fp.shift, np.int64)
+    extra = None if fraction is None else np.rint(fraction * fp.mult).astype(np.int64)
     add = np.zeros((), np.int64) if offset is None else offset.astype(np.int64) * fp.mult
+    add = add + (0 if extra is None else extra)
     add = add + (np.int64(1) << (shift - 1)) + (np.int64(zero_point) << shift) \
         if np.all((abs(zero_point) + 1) * 2.0**shift.astype(np.float64) <= 2.0**61) else None
     # |acc * mult| < 2^62 for any int32 acc; the folded constant must stay within 2^62 too so that
     # no partial sum of acc * mult + constant leaves int64 (an overflow would be UB, not a wrap)
-    if add is not None and tie_free(fp, zero_point, lo, hi) and np.all(np.abs(add) <= 2**62):
+    if add is not None and (extra is not None or tie_free(fp, zero_point, lo, hi)) and np.all(np.abs(add) <= 2**62):
         q = bb.emit(op.multiply(op.astype(acc, "int64"), c(fp.mult)))
         out = op.right_shift(op.add(q, c(add)), c(fp.shift))
         return op.astype(op.minimum(op.maximum(out, c(lo)), c(hi)), out_dtype)
     if offset is not None:  # the int32 add of the plain lowering
         acc = bb.emit(op.add(acc, const(offset.astype(np.int32))))
     q = bb.emit(op.multiply(op.astype(acc, "int64"), c(fp.mult)))
+    if extra is not None:
+        q = bb.emit(op.add(q, c(extra)))
     return round_shift(bb, q, fp.shift, zero_point, lo, hi, out_dtype)
 
 

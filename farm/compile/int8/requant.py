@@ -19,12 +19,12 @@ if TYPE_CHECKING:
 def requantize(lw: Lowering, acc, m: np.ndarray, out: OutGrid, dense: bool = False,
                offset: np.ndarray | None = None, fraction: np.ndarray | None = None):
     """(acc + offset + fraction) (an integer tensor plus an optional integer constant such as a
-    conv's bias, and the fractional part of a float bias) times the real multipliers m on the
-    output grid."""
+    conv's bias, and the bias's fractional part in accumulator units) times the real multipliers
+    m on the output grid."""
     from tvm import relax
 
     if lw.tflite:  # LiteRT's FULLY_CONNECTED rounds once, its other ops twice
-        if offset is not None:  # TFLite adds the bias in int32 before rescaling
+        if offset is not None:  # TFLite adds the bias in int32 before rescaling (no fraction)
             acc = lw.bb.emit(relax.op.add(acc, const(offset.astype(np.int32))))
         return tflite_arith.requantize(lw.bb, acc, m, out.zero_point, out.lo, out.hi, out.dtype,
                                        single_rounding=dense)
