@@ -39,3 +39,31 @@ def test_concurrent_writers_lose_no_row(tmp_path):
     assert len(rows) == 450
     want = {(f"dev{k}", i) for k in range(3) for i in range(150)}
     assert {(r.device, r.metrics["i"]) for r in rows} == want
+
+
+OPENER = """
+import sys, time
+from pathlib import Path
+from farm.results.store import Store
+start = float(sys.argv[2])
+while time.time() < start:  # every opener starts at one moment
+    pass
+Store(Path(sys.argv[1])).close()
+"""
+
+
+def test_farms_opening_one_new_database_at_once_all_succeed(tmp_path):
+    """Each opener adds the columns a new database lacks; under the write lock only the first does."""
+    import time
+
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    for attempt in range(3):
+        db = tmp_path / f"new{attempt}.db"
+        start = time.time() + 1.5
+        procs = [subprocess.Popen([sys.executable, "-c", OPENER, str(db), str(start)], env=env,
+                                  stderr=subprocess.PIPE, text=True) for _ in range(6)]
+        errors = [p.communicate(timeout=60)[1] for p in procs]
+        assert all(p.returncode == 0 for p in procs), errors
+        with Store(db) as store:
+            columns = {r["name"] for r in store.db.execute("PRAGMA table_info(runs)")}
+        assert {"plan", "owner"} <= columns

@@ -155,12 +155,30 @@ class _Connection(sqlite3.Connection):
         return self.cursor().executescript(script)
 
 
+def _enable_wal(path: Path, timeout: float) -> None:
+    """WAL mode (the file keeps it). Setting it on a new database needs the file to itself, and
+    SQLite does not wait for that (no busy handler): farms creating one database at once retry."""
+    deadline = time.monotonic() + timeout
+    while True:
+        raw = sqlite3.connect(str(path), timeout=timeout)
+        try:
+            raw.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as e:
+            if (e.sqlite_errorcode & 0xFF) != sqlite3.SQLITE_BUSY or time.monotonic() > deadline:
+                raise
+        finally:
+            raw.close()
+        time.sleep(0.02)
+
+
 class Store:
     def __init__(self, path: Path):
         self.path = path
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             # a 30 s busy timeout and WAL let two farm runs share one database
+            _enable_wal(path, 30.0)
             self.db = sqlite3.connect(str(path), timeout=30.0, isolation_level=None, factory=_Connection)
         except OSError as e:
             raise FarmError(f"cannot create the data directory {path.parent} ({e.strerror})",
@@ -168,14 +186,31 @@ class Store:
         except sqlite3.Error as e:
             raise _file_error(path, e) from None
         self.db.row_factory = sqlite3.Row
-        self.db.execute("PRAGMA journal_mode=WAL")
         self.db.executescript(SCHEMA)
-        columns = {r["name"] for r in self.db.execute("PRAGMA table_info(runs)")}
-        if "plan" not in columns:  # databases written before --resume existed
-            self.db.execute("ALTER TABLE runs ADD COLUMN plan TEXT")
-        if "owner" not in columns:  # the process running it (platform.procs.identity), as JSON
-            self.db.execute("ALTER TABLE runs ADD COLUMN owner TEXT")
+        self._add_columns()
         self._settle_abandoned()
+
+    # columns later than the first schema: plan (databases written before --resume existed) and
+    # owner (the process running it, platform.procs.identity, as JSON)
+    LATER_COLUMNS = ("plan", "owner")
+
+    def _add_columns(self) -> None:
+        """Add the later columns a database lacks, re-checked under the write lock: two farms
+        opening one new database at once would otherwise both add them, and one would fail."""
+        def missing() -> list[str]:
+            columns = {r["name"] for r in self.db.execute("PRAGMA table_info(runs)")}
+            return [c for c in self.LATER_COLUMNS if c not in columns]
+
+        if not missing():
+            return  # no lock taken: a read-only database that has them opens as before
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            for column in missing():
+                self.db.execute(f"ALTER TABLE runs ADD COLUMN {column} TEXT")
+            self.db.execute("COMMIT")
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
 
     def _settle_abandoned(self) -> None:
         """A run still `running` whose process is gone was killed before it could finish: it is
