@@ -73,10 +73,10 @@ def test_ops_farm_lacks_run_in_float64_by_onnx_reference():
 
 
 def test_metrics_keep_both_shares():
-    m = with_exact_semantics({"exact": 0.8, "max_lsb": 1.0, "cosine": 0.99, "beyond": 3, "top1": 0.5},
-                             {"exact": 1.0, "max_lsb": 0.0, "cosine": 1.0, "beyond": 0, "top1": 1.0})
+    m = with_exact_semantics({"exact": 0.8, "max_lsb": 1.0, "cosine": 0.99, "beyond": 3, "top1": 0.5, "top1_missed": 2},
+                             {"exact": 1.0, "max_lsb": 0.0, "cosine": 1.0, "beyond": 0, "top1": 1.0, "top1_missed": 0})
     assert m["exact"] == 1.0 and m["exact_ort"] == 0.8 and m["max_lsb"] == 0.0 and m["beyond"] == 0
-    assert m["max_lsb_ort"] == 1.0 and m["cosine"] == 0.99 and m["top1"] == 0.5 and m["top1_exact"] == 1.0
+    assert m["max_lsb_ort"] == 1.0 and m["cosine"] == 0.99 and m["top1"] == 0.5 and m["top1_missed_exact"] == 0
 
 
 def test_ops_run_at_the_models_opset():
