@@ -173,3 +173,15 @@ def test_a_model_with_dynamic_sizes_is_compiled_at_its_input_files_shape(tmp_pat
     assert main(["run", "--model", str(dynamic), "--devices", devices, "--data-dir", str(data)]) == 2
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert "dynamic size 'H' on axis 2" in err and "give input files of the shape to compile" in err, err
+
+
+def test_input_files_over_the_bound_are_refused_before_they_are_read(tmp_path, monkeypatch):
+    """Reading a dynamic model's shapes from its files and loading them are bounded alike."""
+    from farm.models import input_files
+
+    np.save(tmp_path / "x.npy", _x())  # 768 bytes of data
+    monkeypatch.setattr(input_files, "MAX_INPUT_BYTES", 512)
+    for read in (lambda: input_files.file_shapes([tmp_path / "x.npy"], ["input"]),
+                 lambda: load_input_files([tmp_path / "x.npy"], INFO)):
+        with pytest.raises(FarmError, match="the input files take more than"):
+            read()

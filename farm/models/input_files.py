@@ -33,11 +33,7 @@ def input_sets(infos: list[TensorInfo], spec: InputSpec) -> InputFiles:
 
 
 def load_input_files(paths: list[Path], infos: list[TensorInfo]) -> InputFiles:
-    found = [one for path in paths for one in _expand(path)]
-    files = [f for one in found for f in ([*one.glob("*.pb")] if one.is_dir() else [one])]
-    if sum(f.stat().st_size for f in files) > MAX_INPUT_BYTES:  # before anything is read
-        raise FarmError(f"the input files take more than {MAX_INPUT_BYTES / 2**30:g} GiB",
-                        "give fewer or smaller inputs")
+    found = _bounded_sets(paths)
     sets = [(str(one), *_read(one, infos)) for one in found]
     feeds = [{info.name: _checked(a, info, src) for a, info in zip(arrays, infos, strict=True)}
              for src, arrays, _ in sets]
@@ -48,9 +44,19 @@ def load_input_files(paths: list[Path], infos: list[TensorInfo]) -> InputFiles:
 def file_shapes(paths: list[Path], names: list[str]) -> dict[str, tuple[int, ...]]:
     """The shape of each input in the first input set: what a model with dynamic sizes is compiled
     for (load_input_files then holds every set to it)."""
-    first = _expand(paths[0])[0]
-    arrays, _ = _read(first, [TensorInfo(n, (), "") for n in names])
+    arrays, _ = _read(_bounded_sets(paths)[0], [TensorInfo(n, (), "") for n in names])
     return {n: tuple(a.shape) for n, a in zip(names, arrays, strict=True)}
+
+
+def _bounded_sets(paths: list[Path]) -> list[Path]:
+    """Every input set the paths name, once their files' total size is known to be within
+    MAX_INPUT_BYTES (checked before anything is read)."""
+    found = [one for path in paths for one in _expand(path)]
+    files = [f for one in found for f in ([*one.glob("*.pb")] if one.is_dir() else [one])]
+    if sum(f.stat().st_size for f in files) > MAX_INPUT_BYTES:
+        raise FarmError(f"the input files take more than {MAX_INPUT_BYTES / 2**30:g} GiB",
+                        "give fewer or smaller inputs")
+    return found
 
 
 def _expand(path: Path) -> list[Path]:

@@ -158,9 +158,9 @@ def at_input_shapes(model: ModelFiles, proto: onnx.ModelProto, spec: InputSpec,
     `shape:` for a one-input model) and written to the cache: the file every later step reads, so
     the reference, the compile and the exact semantics all see one shape. A static model, or one
     with nothing to take sizes from, is returned as it is (model_inputs then says what to do)."""
-    names = [vi.name for vi in graph_inputs(proto)]
     if not has_dynamic_dims(proto):
         return model, proto
+    names = [vi.name for vi in graph_inputs(proto)]
     if spec.files:
         sizes = file_shapes(list(spec.files), names)
     elif spec.shape and len(names) == 1:
