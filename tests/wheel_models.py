@@ -5,6 +5,7 @@ detector answers seeded noise with zeros everywhere, so noise would prove nothin
 from __future__ import annotations
 
 import importlib.util
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -45,7 +46,7 @@ def _nchw(x: np.ndarray) -> np.ndarray:
 class WheelModel:
     package: str
     file: str  # inside the package
-    inputs: object  # seed -> the model's input array (PaddleOCR's own preprocessing)
+    inputs: Callable[[int], np.ndarray]  # seed -> the model's input array (PaddleOCR's own preprocessing)
 
     def path(self) -> Path | None:
         spec = importlib.util.find_spec(self.package)  # locates the package without importing it
