@@ -89,14 +89,17 @@ def main() -> int:
     ap.add_argument("--data", type=Path, default=ROOT / ".farm")
     ap.add_argument("--lib", type=Path, help="profile this compiled model.so instead (e.g. an older build)")
     a = ap.parse_args()
+    import onnx
+
     from farm.compile.build import compile_model
     from farm.config.devices import load_devices
-    from farm.models.registry import build_builtin, input_infos
+    from farm.models.reference import model_inputs
+    from farm.models.registry import build_builtin
 
     dev = dataclasses.replace(load_devices(ROOT / "devices.yaml").get(a.device), threads=1)
     path = Path(a.model) if Path(a.model).is_file() else build_builtin(a.model, a.data / "models").path
     lib = a.lib or compile_model(path, dev, a.data / "cache").lib
-    times, calls = profile(lib, example_input(input_infos(path)[0]), a.rounds)
+    times, calls = profile(lib, example_input(model_inputs(onnx.load(str(path)))[0]), a.rounds)
     med = {k: float(np.median(v)) for k, v in times.items()}
     total = sum(med.values())
     by_kind: dict[str, float] = {}

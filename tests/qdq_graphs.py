@@ -62,7 +62,7 @@ class QDQ:
 
 def patterns(per_channel: bool) -> onnx.ModelProto:
     """conv+ReLU, depthwise conv+Clip(0,6), avg pool (pads, count_include_pad=0), conv with weight
-    zero point 3 (int16 path), reshape, MatMul on a constant, MatMul of two activations."""
+    zero point 3 (int8 weights plus the compensation term), reshape, MatMul on a constant, MatMul of two activations."""
     g = QDQ(1 if per_channel else 2)
     x = g.qdq("input", 2 / 255)
     y = g.node("Conv", [x, g.weight((8, 4, 3, 3), per_channel)], pads=[1, 1, 1, 1])
@@ -85,14 +85,15 @@ def patterns(per_channel: bool) -> onnx.ModelProto:
 def constant_node_weights(seed: int = 0) -> onnx.ModelProto:
     """A float net whose weights are Constant nodes, as exporters such as Paddle's write them: ORT's
     quantizer, with no pre-processing, quantizes such weights like activations (uint8, per-tensor,
-    zero point ≠ 0). Conv with padding and stride, grouped conv, depthwise conv, 1×1 conv, MatMul."""
+    zero point ≠ 0). Convs with padding and stride, grouped conv, depthwise conv, 1×1 conv, MatMul."""
     rng = np.random.default_rng(seed)
     nodes: list[onnx.NodeProto] = []
 
     def weight(shape) -> str:
         name = f"w{len(nodes)}"
         value = (rng.normal(0, 1, shape) / np.sqrt(np.prod(shape[1:]))).astype(np.float32)
-        value += np.float32(rng.uniform(-0.3, 0.3))  # off-centre: the weight's zero point ≠ 128
+        shift = rng.choice([-1, 1]) * rng.uniform(0.2, 0.5) / np.sqrt(np.prod(shape[1:]))
+        value += np.float32(shift)  # off-centre: the weight's zero point ≠ 128
         nodes.append(helper.make_node("Constant", [], [name], value=numpy_helper.from_array(value)))
         return name
 
@@ -101,10 +102,12 @@ def constant_node_weights(seed: int = 0) -> onnx.ModelProto:
         nodes.append(helper.make_node(kind, inputs, [out], **attrs))
         return out
 
-    y = op("Relu", [op("Conv", ["input", weight((8, 4, 3, 3))], pads=[1, 1, 1, 1], strides=[2, 2])])
-    y = op("Relu", [op("Conv", [y, weight((8, 4, 3, 3))], pads=[1, 1, 1, 1], group=2)])
-    y = op("Relu", [op("Conv", [y, weight((8, 1, 3, 3))], pads=[0, 1, 1, 0], group=8)])
-    y = op("Conv", [y, weight((6, 8, 1, 1))])
+    # 16 and 32 channels: the dot-product templates and their channel blocks (16 on VNNI, 8 on AVX2)
+    y = op("Relu", [op("Conv", ["input", weight((16, 4, 3, 3))], pads=[1, 1, 1, 1], strides=[2, 2])])
+    y = op("Relu", [op("Conv", [y, weight((32, 16, 3, 3))], pads=[1, 1, 1, 1])])
+    y = op("Relu", [op("Conv", [y, weight((16, 16, 3, 3))], pads=[1, 1, 1, 1], group=2)])
+    y = op("Relu", [op("Conv", [y, weight((16, 1, 3, 3))], pads=[0, 1, 1, 0], group=16)])
+    y = op("Conv", [y, weight((6, 16, 1, 1))])
     y = op("MatMul", [op("Reshape", [y, op("Constant", [], value=numpy_helper.from_array(
         np.array([1, 6, -1], np.int64)))]), weight((9, 5))])
     g = helper.make_graph(nodes, "constant_weights",

@@ -193,15 +193,16 @@ def test_padding_with_zero_point_matches_host(arm, registry, tmp_path, zp):
 
 @pytest.mark.parametrize("per_channel", [False, True])
 def test_hand_written_patterns_match_host(arm, registry, tmp_path, per_channel):
-    """relu / clip / per-channel weights / avg pool / weight zero point ≠ 0 (int16, no sdot)."""
+    """relu / clip / per-channel weights / avg pool / weight zero point ≠ 0 (int8 weights plus the
+    compensation term)."""
     device, session = arm
     path = tmp_path / "patterns.onnx"
     onnx.save(patterns(per_channel), str(path))
     feeds = make_inputs(model_inputs(onnx.load(str(path))), InputSpec(seed=7, count=2))
     lowering = _compare_with_host(session, registry, device, path, feeds, tmp_path)
-    # the u8 × i8 conv with groups 1 and the [1, 4, 4] × [4, 6] matmul (6 columns padded to 8);
-    # the depthwise conv, the int16 conv and the activation × activation matmul do not
-    assert lowering["summary"]["kernels_with"]["sdot/udot"] == 2, lowering["kernels"]
+    # the u8 × i8 convs with groups 1 (the weight zero point 3 one too) and the [1, 4, 4] × [4, 6]
+    # matmul (6 columns padded to 8); the depthwise conv and the activation × activation matmul do not
+    assert lowering["summary"]["kernels_with"]["sdot/udot"] == 3, lowering["kernels"]
 
 
 def _compare_with_host(session, registry, device, path: Path, feeds, tmp_path: Path) -> dict:

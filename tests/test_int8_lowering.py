@@ -25,10 +25,10 @@ BUILTIN_DOTS = {"tinyconv": 5, "tinyconv-qoperator": 5, "tinyconv-perchannel": 5
                 "tinymobilenet": 6, "tinymobilenet-qoperator": 6}
 
 
-def _check(path: Path, registry, work: Path, count: int = 3):
+def _check(path: Path, registry, work: Path, count: int = 3, device: str = "host"):
     model = onnx.load(str(path))
     feeds = make_inputs(model_inputs(model), InputSpec(seed=7, count=count))
-    art = compile_model(path, registry.get("host"), work / "cache")
+    art = compile_model(path, registry.get(device), work / "cache")
     outs = run_lib(art.lib, feeds)
     m = compare(outs, run_reference(path, feeds), output_steps(model))
     return m, art.meta["lowering"], outs
@@ -68,27 +68,39 @@ def test_hand_written_patterns(per_channel, registry, work):
     assert kinds == ["avg_pool2d", "conv2d", "conv2d", "conv2d", "dense", "dense"]
     assert {o["compute"] for o in lowering["ops"]} == {"int8", "int16"}  # nothing left in float
     int16 = [o for o in lowering["ops"] if o["compute"] == "int16"]
-    # the conv with weight zero point 3 and the activation × activation matmul are flagged
-    assert sorted(o["op"] for o in int16) == ["conv2d", "dense"]
+    # the conv with weight zero point 3 runs on int8 weights plus the compensation term; the
+    # activation × activation matmul is flagged
+    assert [o["op"] for o in int16] == ["dense"]
     assert all("int16 operands" in o["fallback"] for o in int16)
     assert any("int16" in f for f in lowering["summary"]["fallbacks"])
 
 
-def test_weights_quantized_as_activations_are_exact_in_int16(registry, work):
+@pytest.mark.parametrize("device", ["host", "x86-avx2"])
+def test_weights_quantized_as_activations_run_in_int8_with_compensation(device, registry, work):
     """ORT's quantizer on a model without pre-processing (weights behind Constant nodes) makes
-    uint8 weights with zero points ≠ 0: every conv (grouped, depthwise, padded, strided) and the
-    MatMul take int16 operands, within 1 LSB of ORT, each named with the reason."""
+    uint8 weights with zero points ≠ 0 spanning all 256 levels: the ungrouped convs (padded,
+    strided, 1×1) and the MatMul move their weights into int8 and add the compensation term, the
+    grouped and depthwise convs take int16 operands (named with the reason); all bit-exact against
+    the model's float64 semantics."""
+    from farm.platform.host import host_info
+
+    if device == "x86-avx2" and "avx2" not in host_info().features:
+        pytest.skip("this host has no AVX2: an x86-avx2 build cannot run here")
     path = work / "constant-node-weights.onnx"
     quantize_qdq(constant_node_weights(), path)
     zps = [onnx.numpy_helper.to_array(i) for i in onnx.load(str(path)).graph.initializer
            if i.name.endswith("zero_point") and i.name.startswith("w")]
     assert zps and all(z.dtype == np.uint8 and z != 128 for z in zps)  # what the test is about
-    m, lowering, outs = _check(path, registry, work)
-    assert m["max_lsb"] <= 1 and m["exact"] >= 0.95, m
+    m, lowering, outs = _check(path, registry, work, device=device)
+    assert m["max_lsb"] <= 1 and m["exact"] >= 0.95, m  # against ORT
+    model = onnx.load(str(path))
+    exact = exact_outputs(model, make_inputs(model_inputs(model), InputSpec(seed=7, count=3)))
+    assert compare(outs, exact, output_steps(model))["exact"] == 1.0
     assert np.ptp(outs[0][0]) > 0
-    assert [o["op"] for o in lowering["ops"]] == ["conv2d"] * 4 + ["dense"], lowering["ops"]
-    assert all(o["compute"] == "int16" and "weight zero point" in o["fallback"] for o in lowering["ops"])
-    assert lowering["summary"]["computes"] == {"int16": 5}
+    ops = lowering["ops"]
+    assert [o["op"] for o in ops] == ["conv2d"] * 5 + ["dense"], ops
+    assert [o["compute"] for o in ops] == ["int8", "int8", "int16", "int16", "int8", "int8"], ops
+    assert all("weight zero point" in o["fallback"] for o in ops if o["compute"] == "int16")
 
 
 def test_no_float_compute_left_in_lowered_resnet_block(work):
@@ -244,3 +256,26 @@ def test_a_float_bias_is_not_rounded_onto_the_accumulator_grid(weight_zp, regist
     want = np.clip(np.rint((np.arange(256) + 0.4) / 2), 0, 255) * 2.0
     np.testing.assert_array_equal(outs[0][0].reshape(-1), want)
     assert compare(outs, exact_outputs(model, feeds), output_steps(model))["exact"] == 1.0
+
+
+@pytest.mark.parametrize("device", ["host", "x86-avx2"])
+def test_dense_with_an_odd_number_of_columns_runs_on_the_dot_product_template(device, registry, work):
+    """A classifier over a vocabulary (here 37 classes) is a matmul whose N divides no vector: its
+    columns are padded to whole vectors for the dot-product template and sliced off again."""
+    from farm.platform.host import host_info
+
+    features = host_info().features
+    if device == "x86-avx2" and "avx2" not in features:
+        pytest.skip("this host has no AVX2: an x86-avx2 build cannot run here")
+    g = QDQ(5)
+    w = g.rng.integers(-127, 128, (24, 37)).astype(np.int8)
+    y = g.node("MatMul", [g.qdq("input", 2 / 255), g.dq(g.init(w), np.float32(1 / (127 * 5)), np.int8(0), np.int8)])
+    path = work / f"vocabulary-{device}.onnx"
+    onnx.save(g.model([1, 5, 24], g.qdq(y, 0.5 / 255, 120), [1, 5, 37]), str(path))
+    m, lowering, outs = _check(path, registry, work, device=device)
+    model = onnx.load(str(path))
+    exact = exact_outputs(model, make_inputs(model_inputs(model), InputSpec(seed=7, count=3)))
+    assert compare(outs, exact, output_steps(model))["exact"] == 1.0 and np.ptp(outs[0][0]) > 0
+    want = "vpdpbusd" if device == "host" and "avx512_vnni" in features else "vpmaddwd"
+    dense = {k: v for k, v in lowering["kernels"].items() if "dense_packed" in k}
+    assert dense and all(want in v for v in dense.values()), lowering["kernels"]

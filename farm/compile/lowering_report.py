@@ -96,7 +96,8 @@ def float_chains(reasons: dict[str, str]) -> dict[str, str]:
 
 def _reason(compute: str, reasons: dict[str, str]) -> str:
     if compute == "int16":
-        return "int16 operands: weight zero point ≠ 0, non-int8 weights or two activation operands"
+        return ("int16 operands: a grouped conv with a weight zero point ≠ 0 whose centred weights do not fit int8, "
+                "weights wider than 8 bits, or two activation operands")
     why = sorted(set(float_chains(reasons).values()))
     return "left in float" + (f" ({'; '.join(why)})" if why else ": not between dequantize and quantize")
 

@@ -9,6 +9,7 @@ then dead and removed:
 - add, relu / clip, max_pool2d and data movement (reshape, flatten, permute_dims, squeeze,
   expand_dims): elementwise.py;
 - mean over spatial axes (global average pool), avg_pool2d: pools.py;
+- nearest and (dyadic-weight) linear resize: resize.py;
 - any element-wise function of one 8-bit tensor (sigmoid, SiLU, GELU, HardSwish, …): a lookup
   table, lookup.py (tried first: it also covers chains the others would take piecewise).
 An op family of its own gets a module of the same shape and an entry in `_LOWERINGS`.
@@ -21,7 +22,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from farm.compile.int8 import dot, elementwise, lookup, pools, tflite_arith
+from farm.compile.int8 import dot, elementwise, lookup, pools, resize, tflite_arith
 from farm.compile.int8.qparams import NotLowered, OutGrid, QParam, act, dq, int_range, scalar_value
 from farm.compile.rewrite import Rewrite, const_np, is_op, op_name, rewrite_functions
 from farm.errors import error_line
@@ -35,6 +36,7 @@ _LOWERINGS = {
     "relax.concat": elementwise.lower_concat,
     "relax.mean": pools.lower_mean,
     "relax.nn.avg_pool2d": pools.lower_avg_pool,
+    "relax.image.resize2d": resize.lower_resize,
 }
 
 

@@ -5,9 +5,11 @@
 1. `pack_convs` (Relax, before legalization): each (other) NCHW/OIHW conv2d with a constant weight
    becomes a TE conv on a weight packed at compile time (conv.py), carrying its schedule choice
    (template, tile sizes) as block annotations. Where the sdot/usdot template applies (arm.py), a
-   matmul with a constant int8 weight becomes such a conv too (1×1, one pixel per row).
-2. `schedule_kernels` (after FuseOps/FuseTIR): every PrimFunc holding such a conv is scheduled by
-   cpu.py; anything else is left to LLVM and listed as skipped in the report.
+   matmul with a constant int8 weight becomes such a conv too (1×1, one pixel per row); on x86
+   where the VNNI / AVX2 templates apply, one row of M pixels (`row_dense`).
+2. `schedule_kernels` (after FuseOps/FuseTIR): every PrimFunc holding such a conv, a matmul, or
+   only injective ops is scheduled by cpu.py; anything else (reductions) is left to LLVM and listed
+   as skipped in the report.
 
 Choices come from `plan.Plan`: defaults per target family, overridden by tuned records.
 """
@@ -76,8 +78,10 @@ def pack_convs(mod, plan: Plan):
 
         def dense(self, call):
             """[M, K] × constant [K, N] as a 1×1 conv over M pixels, where the aarch64 dot-product
-            template (sdot / usdot) beats the vector-MAC matmul schedule; else left to it."""
+            template (sdot / usdot) beats the vector-MAC matmul schedule; on x86 see row_dense."""
             shape = dense_shape(call)
+            if shape is not None and plan.features.family == "x86":
+                return row_dense(self.builder_, call, shape, plan, report)
             choice = None if shape is None else plan.choose(shape)
             if choice is None or choice.intrin not in DOT_INTRINS:
                 return call
@@ -95,6 +99,30 @@ def pack_convs(mod, plan: Plan):
         if isinstance(func, relax.Function):
             rw.builder_.update_func(gv, rw.visit_expr(func))
     return rw.builder_.get(), report
+
+
+def row_dense(builder, call, shape, plan: Plan, report: list[str]):
+    """x86: [M, K] × constant [K, N] as a 1×1 conv over one row of M pixels (the dot-product
+    templates tile along rows), its N output channels padded with zero weights to whole vectors of
+    16 (a vocabulary of 6625 classes is no multiple of anything) and sliced off again; left to the
+    vector-MAC matmul schedule where no dot-product template applies."""
+    from tvm import relax
+
+    m, k, n = shape.h, shape.ic, shape.oc
+    padded = -(-n // 16) * 16
+    row = dataclasses.replace(shape, h=1, w=m, oh=1, ow=m, oc=padded)
+    choice = plan.choose(row)
+    if choice is None or choice.layout not in ("oc4i", "oc2i"):
+        return call
+    weight = call.args[1].value.numpy().T  # [N, K]
+    weight = np.concatenate([weight, np.zeros((padded - n, k), weight.dtype)]).reshape(padded, k, 1, 1)
+    data = builder.emit(relax.op.reshape(relax.op.permute_dims(relax.op.reshape(call.args[0], (m, k))), (1, k, 1, m)))
+    report.append(f"{row.key()}: {choice.describe()} (dense {m}x{k}x{n})")
+    out = packed_conv(builder, data, weight, row, choice, (0, 0, 0, 0), (1, 1), "dense_packed")
+    out = relax.op.permute_dims(relax.op.reshape(out, (padded, m)))
+    if padded != n:
+        out = relax.op.strided_slice(out, [1], [0], [n])
+    return relax.op.reshape(out, call.ty.shape)
 
 
 def conv_geometry(call) -> tuple[tuple[int, ...], tuple[int, ...]]:
@@ -141,7 +169,7 @@ def schedule_kernels(cores: int, report: list[str], vector_bits: int):
 
     from farm.compile.schedules import arm, intrin
     from farm.compile.schedules.conv import CONV_BLOCK
-    from farm.compile.schedules.cpu import schedule_conv, schedule_matmul
+    from farm.compile.schedules.cpu import has_reduction, schedule_conv, schedule_elementwise, schedule_matmul
 
     intrin.register()
     arm.register()
@@ -151,7 +179,7 @@ def schedule_kernels(cores: int, report: list[str], vector_bits: int):
         try:
             sch.get_sblock(CONV_BLOCK)
         except Exception:  # noqa: BLE001 - not one of our convs
-            return sch, schedule_matmul(sch, cores, vector_bits)
+            return sch, schedule_matmul(sch, cores, vector_bits) or schedule_elementwise(sch, cores)
         return sch, schedule_conv(sch, cores)
 
     @tvm.transform.module_pass(opt_level=0, name="FarmScheduleKernels")
@@ -167,13 +195,8 @@ def schedule_kernels(cores: int, report: list[str], vector_bits: int):
             if what:
                 report.append(f"{gv.name_hint}: {what}")
                 mod[gv] = sch.mod["main"].with_attr("tirx.is_scheduled", True)
-            elif _has_reduction(sch):
+            elif has_reduction(sch):
                 report.append(f"{gv.name_hint}: reduction kernel not recognised, left unscheduled")
         return mod
 
     return _pass
-
-
-def _has_reduction(sch) -> bool:
-    return any(int(v.iter_type) == 2 for b in sch.get_child_blocks(sch.get_sblock("root"))
-               for v in sch.get(b).iter_vars)

@@ -13,7 +13,9 @@ pixel, storing B contiguous bytes.
 `block_channels` rewrites the main function before `pack_convs`: each conv the plan gives a
 dot-product template becomes a packed conv with a blocked output (and a blocked input when its
 producer is blocked); the layout then flows through elementwise ops (per-channel constants are
-blocked at compile time), the quantized add kernels, spatial padding and max pooling. Any other consumer gets
+blocked at compile time), the quantized add kernels, spatial padding and max pooling; a sum over the
+channels becomes a sum over both channel axes, and channel-free tensors (and elementwise ops of them with
+per-channel constants) broadcast into blocks where a blocked op needs them. Any other consumer gets
 the NCHW tensor back through one layout_transform, so the rest of the graph is unchanged.
 """
 
@@ -63,6 +65,7 @@ class Blocker(Rewrite):
         self.block = channel_block(plan.features)
         self.blocked: dict = {}  # original var → its blocked twin
         self.plain: dict = {}  # original var → NCHW var re-made from the blocked twin
+        self.recipes: dict = {}  # original var → its elementwise call left NCHW (re-made blocked on demand)
 
     def binding(self, binding) -> bool:
         from tvm import relax
@@ -73,13 +76,30 @@ class Blocker(Rewrite):
                 self.blocked[binding.var] = self.blocked[binding.value]
                 return True
             if isinstance(binding.value, relax.Call):
+                if self.channel_sum(binding):
+                    return True
                 new = self.blocked_form(binding.value)
         if new is not None:
             self.blocked[binding.var] = self.bb.emit(new, name_hint=binding.var.name)
             return True
+        if op_name(binding.value) in _ELEMWISE:
+            self.recipes[binding.var] = binding.value
         for v in relax.analysis.free_vars(binding.value):
             self.nchw(v)
         return False
+
+    def channel_sum(self, binding) -> bool:
+        """sum over the channels (keepdims) of a blocked tensor, as the sum over both channel axes:
+        a plain [N, 1, H, W] result (a weight zero point's compensation term, dot.py)."""
+        from tvm.relax import op
+
+        v = binding.value
+        if op_name(v) != "relax.sum" or v.args[0] not in self.blocked or not bool(v.attrs.keepdims) \
+                or v.attrs.axis is None or [int(a) for a in v.attrs.axis] != [1]:
+            return False
+        total = self.bb.emit(op.sum(self.blocked[v.args[0]], axis=[1, 4]))
+        self.emit_as(binding.var, op.reshape(total, [int(d) for d in binding.var.ty.shape]))
+        return True
 
     def nchw(self, v):
         """v as an expression of the new function (NCHW), re-made once if only blocked."""
@@ -94,9 +114,10 @@ class Blocker(Rewrite):
             self.mutator.set_var_remap(v, self.plain[v])
         return self.plain[v]
 
-    def as_blocked(self, e, channels: int):
-        """e in the blocked layout, or None: blocked vars, per-channel / scalar constants,
-        NCHW vars of the full shape (transformed)."""
+    def as_blocked(self, e, channels: int, transform: bool = True):
+        """e in the blocked layout, or None: blocked vars, per-channel / scalar constants, channel-free
+        vars (broadcast), elementwise ops of these (re-made blocked), NCHW vars of the full shape
+        (transformed, unless not `transform`)."""
         from tvm import relax
         from tvm.relax import op
 
@@ -112,7 +133,15 @@ class Blocker(Rewrite):
                 return relax.const(np.ascontiguousarray(blk), str(c.dtype))
             return None
         shape = [int(d) for d in e.ty.shape] if hasattr(e.ty, "shape") and e.ty.shape is not None else None
-        if isinstance(e, relax.Var) and shape is not None and len(shape) == 4 and shape[1] == channels:
+        if not isinstance(e, relax.Var) or shape is None or len(shape) != 4:
+            return None
+        if shape[1] == 1:  # broadcast over the channels: over both channel axes when blocked
+            return self.bb.emit(op.reshape(self.nchw(e), [*shape, 1]))
+        if e in self.recipes:  # an elementwise op of such broadcasts and per-channel constants
+            args = [self.as_blocked(a, channels, transform=False) for a in self.recipes[e].args]
+            if all(a is not None for a in args):
+                return self.bb.emit(relax.Call(self.recipes[e].op, args, self.recipes[e].attrs))
+        if shape[1] == channels and transform:
             return self.bb.emit(op.layout_transform(
                 self.nchw(e), lambda n, c, h, w: (n, c // block, h, w, c % block)))
         return None

@@ -122,6 +122,41 @@ def schedule_matmul(sch, cores: int, vector_bits: int) -> str:
     return f"matmul lanes={lanes}"
 
 
+def schedule_elementwise(sch, cores: int) -> str:
+    """A kernel of injective ops (requantize chains, quantized adds, table lookups, data movement):
+    every intermediate inlined into its consumers (unscheduled, each op is a full pass over a
+    materialized buffer); where only injective blocks remain, their innermost loop vectorized in a
+    power of two and the leading loops parallel. Returns "" when nothing was done."""
+    root = sch.get_sblock("root")
+    blocks = sch.get_child_blocks(root)
+    reductions = [b for b in blocks if any(int(v.iter_type) == 2 for v in sch.get(b).iter_vars)]
+    # a reduction of one tensor (a channel sum) reads each input once: computing its inputs in
+    # place is free; a conv's reads its input once per tap, so that input stays materialized
+    if len(blocks) < 2 or any(len(sch.get(b).reads) != 1 for b in reductions):
+        return ""
+    inline_blocks(sch)
+    outputs = sch.get_child_blocks(root)
+    if reductions:  # the reduction itself is left to LLVM
+        return f"reduction: {len(blocks) - len(outputs)} of {len(blocks)} ops inlined" \
+            if len(outputs) < len(blocks) else ""
+    for blk in outputs:
+        loops = sch.get_loops(blk)
+        if not loops:
+            continue
+        inner = int(sch.get(loops[-1]).extent)
+        width = min(inner & -inner, 16)  # the largest power of two dividing it (see _vectorize_epilogue)
+        if width >= 4:
+            sch.vectorize(loops[-1] if width == inner else sch.split(loops[-1], [None, width])[1])
+        if cores > 1 and len(loops) > 1 and _work(sch, blk) >= MIN_PARALLEL_WORK:
+            sch.parallel(sch.fuse(*loops[:-1]) if len(loops) > 2 else loops[0])
+    return f"elementwise: {len(blocks) - len(outputs)} of {len(blocks)} ops inlined"
+
+
+def has_reduction(sch) -> bool:
+    return any(int(v.iter_type) == 2 for b in sch.get_child_blocks(sch.get_sblock("root"))
+               for v in sch.get(b).iter_vars)
+
+
 def _work(sch, block) -> int:
     """Iterations of the block (its multiply-accumulates), from its loop extents."""
     n = 1
