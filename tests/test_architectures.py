@@ -50,6 +50,8 @@ def test_architecture_runs_in_int8_and_agrees_with_ort(name, registry, work):
     assert np.ptp(outs[0][0]) > 0 and np.ptp(refs[0][0]) > 0  # not a constant agreeing with a constant
     ops = art.meta["lowering"]["ops"]
     assert set(art.meta["lowering"]["float_ops"].values()) == FLOAT_LEFT.get(name, set())
+    classes = art.meta["lowering"]["summary"]["float_classes"]  # the table's "(2 softmax, …)"
+    assert sum(classes.values()) == len(art.meta["lowering"]["float_ops"]), classes
     weights = [o for o in ops if o["op"] == "conv2d" or o["compute"] == "int8"]
     assert weights and all(o["compute"] == "int8" for o in weights if o["op"] == "conv2d"), ops
     # what stays out of int8 is named with a reason: here only the activation × activation matmuls

@@ -11,7 +11,7 @@ import pytest
 
 from farm.compile.build import compile_model, import_onnx
 from farm.compile.int8.lower import lower_int8
-from farm.compile.lowering_report import relax_dot_ops
+from farm.compile.lowering_report import relax_dot_ops, relax_float_classes
 from farm.config.suites import InputSpec
 from farm.models.exact_reference import exact_outputs
 from farm.models.quantize import quantize_qdq
@@ -133,9 +133,10 @@ def test_op_without_integer_form_is_flagged(tmp_path):
     mod, reasons = lower_int8(import_onnx(path))
     asm = tmp_path / "empty.s"
     asm.write_text("")
-    rep = build_report(relax_dot_ops(mod, reasons), asm, "x86", reasons)
+    rep = build_report(relax_dot_ops(mod, reasons), asm, "x86", reasons, relax_float_classes(mod, reasons))
     assert list(rep["float_ops"].values()) == ["no integer form for nn.softmax"]
     assert rep["summary"]["fallbacks"][0].endswith("(float): no integer form for nn.softmax")
+    assert rep["summary"]["float_classes"] == {"softmax": 1}
 
 
 @pytest.mark.parametrize("qoperator", [False, True])

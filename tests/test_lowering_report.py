@@ -131,3 +131,13 @@ def test_hexagon_object_with_hvx(tmp_path):
     subprocess.run(["clang-14", "--target=hexagon-unknown-linux-musl", "-mcpu=hexagonv68", "-mhvx",
                     "-mhvx-length=128b", "-O2", "-c", str(src), "-o", str(obj)], check=True)
     assert lr.disassemble(obj, "hexagon")["fused_conv2d_cast_compute_"] == {"vrmpy": 1}
+
+
+def test_float_ops_are_counted_per_op_class_in_the_cell():
+    report = {"family": "x86", "ops": [{"name": "b", "op": "dense", "inputs": ["uint8", "int8"], "out": "int32",
+                                        "compute": "int8"}], "kernels": {},
+              "float_ops": {"q1": "no integer form for nn.softmax", "q2": "mean input is not a dequantized tensor",
+                            "q3": "mean input is not a dequantized tensor"},
+              "float_classes": {"mean": 2, "softmax": 1}}
+    cell = summary_cell(lr.summarize(report))
+    assert cell.endswith("3 other ops float (2 mean, 1 softmax)"), cell

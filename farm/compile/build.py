@@ -92,16 +92,17 @@ def _build(model_path: Path, device: Device, out: Path, tuned: dict) -> dict[str
     import tvm
     from tvm import relax
 
-    from farm.compile.lowering_report import build_report, relax_dot_ops, relax_lookup_ops
+    from farm.compile.lowering_report import build_report, relax_dot_ops, relax_float_classes, relax_lookup_ops
     from farm.compile.schedules import apply_schedules
 
     target = make_target(device)
     mod, reasons = lower_model(model_path)
     ops = relax_dot_ops(mod, reasons) + relax_lookup_ops(mod)
+    classes = relax_float_classes(mod, reasons)
     if device.target.family == "hexagon":  # no TVM runtime on the DSP: a static executable
         _step(model_path, device, "building the Hexagon executable",
               lambda: hexagon.build_executable(mod, device.target.tag, out))
-        return build_report(ops, out / ASM_NAME, device.target.family, reasons)
+        return build_report(ops, out / ASM_NAME, device.target.family, reasons, classes)
     mod, schedule, schedules = apply_schedules(mod, target, tuned)
     pipeline = tvm.transform.Sequential([relax.get_pipeline("zero"), schedule,
                                          relax.get_pipeline("default_build")])
@@ -111,7 +112,7 @@ def _build(model_path: Path, device: Device, out: Path, tuned: dict) -> dict[str
     cc = linker(device.target.family)[0]
     _step(model_path, device, f"linking {LIB_NAME} with {cc}", lambda: ex.export_library(
         str(out / LIB_NAME), **({"fcompile": fcompile} if fcompile else {})))
-    return {**build_report(ops, out / LIB_NAME, device.target.family, reasons), "schedules": schedules}
+    return {**build_report(ops, out / LIB_NAME, device.target.family, reasons, classes), "schedules": schedules}
 
 
 def _step(model_path: Path, device: Device, step: str, work: Callable[[], Any]) -> Any:

@@ -80,6 +80,26 @@ def relax_lookup_ops(mod) -> list[dict[str, Any]]:
             for b, _ in _op_bindings(mod, ("relax.take",)) if b.var.name.startswith(LOOKUP)]
 
 
+def relax_float_classes(mod, reasons: dict[str, str]) -> dict[str, int]:
+    """How many quantizes left in float read each op class (softmax, mean, divide, ...), most first:
+    the op the quantize's input is bound to in the lowered module."""
+    from tvm import relax
+
+    from farm.compile.rewrite import bindings, op_name
+
+    floats = float_chains(reasons)
+    counts: Counter = Counter()
+    for _, func in mod.functions.items():
+        if not isinstance(func, relax.Function):
+            continue
+        defs = bindings(func)
+        for var, value in defs.items():
+            if var.name in floats and op_name(value) == "relax.quantize":
+                name = op_name(defs.get(value.args[0]))
+                counts[name.removeprefix("relax.").split(".")[-1] or "other"] += 1
+    return dict(counts.most_common())
+
+
 def _compute_class(dtypes: list[str]) -> str:
     if all(d in ("int8", "uint8") for d in dtypes):
         return "int8"
@@ -134,12 +154,12 @@ def _count(text: str, family: str, header: str) -> dict[str, Counter]:
     return out
 
 
-def build_report(ops: list[dict[str, Any]], lib: Path, family: str,
-                 reasons: dict[str, str] | None = None) -> dict[str, Any]:
-    """The stored lowering report: ops with dtypes, other ops left in float (with reasons),
-    kernels with instruction families (rendered by farm/report/lowering.py)."""
+def build_report(ops: list[dict[str, Any]], lib: Path, family: str, reasons: dict[str, str] | None = None,
+                 float_classes: dict[str, int] | None = None) -> dict[str, Any]:
+    """The stored lowering report: ops with dtypes, other ops left in float (with reasons, and
+    counted per op class), kernels with instruction families (rendered by farm/report/lowering.py)."""
     report: dict[str, Any] = {"family": family, "ops": ops, "kernels": {},
-                              "float_ops": float_chains(reasons or {})}
+                              "float_ops": float_chains(reasons or {}), "float_classes": float_classes or {}}
     try:
         per_symbol = disassemble(lib, family)
     except (LookupError, OSError, subprocess.CalledProcessError) as e:
@@ -159,6 +179,7 @@ def summarize(report: dict[str, Any]) -> dict[str, Any]:
     for counts in report["kernels"].values():
         found.update(counts)
     return {"ops": len(ops), "int8_ops": len(integer), "float_ops": len(report.get("float_ops", {})),
+            "float_classes": report.get("float_classes", {}),
             "lookup_ops": sum(1 for o in report["ops"] if o["op"] == "lookup"),
             "computes": dict(Counter(o["compute"] for o in ops)),
             "fallbacks": [f"{o['name']} ({o['op']}, {o['compute']}): {o['fallback']}"

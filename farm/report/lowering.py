@@ -15,7 +15,9 @@ def summary_cell(summary: dict[str, Any] | None) -> str:
     instr = ", ".join(f"{f} in {with_[f]}/{n} kernels" if f in with_ else f
                       for f in summary["instructions"]) or "no int dot-product instructions"
     tables = f", {summary['lookup_ops']} lookup-table ops" if summary.get("lookup_ops") else ""
-    floats = f", {summary['float_ops']} other ops float" if summary.get("float_ops") else ""
+    classes = ", ".join(f"{n} {c}" for c, n in summary.get("float_classes", {}).items())
+    floats = f", {summary['float_ops']} other ops float" + (f" ({classes})" if classes else "") \
+        if summary.get("float_ops") else ""
     return f"{summary['int8_ops']}/{summary['ops']} ops int8, {instr}{tables}{floats}"
 
 
