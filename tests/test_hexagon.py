@@ -260,6 +260,41 @@ def test_rounding_functions_of_the_runtime(tmp_path):
 
 
 @needs_qemu
+def test_sqrt_of_the_runtime_is_correctly_rounded(tmp_path):
+    """A float layer norm's sqrt becomes a call to __hexagon_sqrtf, which the executable brings:
+    bit-identical to the host's IEEE sqrt on normals, subnormals, powers of two and edge cases."""
+    from tvm import relax
+
+    rng = np.random.default_rng(0)
+    bits = rng.integers(0, 0x7F800000, 4000, dtype=np.uint32)  # every positive finite float is fair
+    x = np.concatenate([bits.view(np.float32), np.float32([0.0, -0.0, 1.0, 4.0, 2.0, 0.25, 1e-45, 3.4e38,
+                                                           np.inf, -1.0, 1.17549435e-38])])
+    model = _build_and_load(_single_op_module(x.shape, "float32", relax.op.sqrt), tmp_path)
+    got = model.run([x])[0]
+    with np.errstate(invalid="ignore"):
+        want = np.sqrt(x)
+    np.testing.assert_array_equal(got.view(np.uint32)[~np.isnan(want)], want.view(np.uint32)[~np.isnan(want)])
+    assert np.isnan(got[np.isnan(want)]).all()
+
+
+@needs_qemu
+def test_exp_of_the_runtime_is_within_two_ulp(tmp_path):
+    """A float softmax's exp becomes a call to expf, which the executable brings: within 2 ulp of
+    float64's e^x over the whole range, subnormal results and both overflow ends included."""
+    from tvm import relax
+
+    x = np.concatenate([np.linspace(-104, 89, 20000, dtype=np.float32),
+                        np.float32([0.0, -0.0, 1.0, -1.0, 88.7, -87.3, -100.0, 1e-8, np.inf, -np.inf, 200.0])])
+    model = _build_and_load(_single_op_module(x.shape, "float32", relax.op.exp), tmp_path)
+    got = model.run([x])[0].astype(np.float64)
+    want = np.exp(x.astype(np.float64))
+    finite = np.isfinite(want) & (want < np.finfo(np.float32).max)
+    ulp = np.spacing(want[finite].astype(np.float32)).astype(np.float64)
+    assert np.max(np.abs(got[finite] - want[finite]) / ulp) <= 2.0
+    assert np.isposinf(got[~finite]).all() and (got[x == -np.inf] == 0).all()
+
+
+@needs_qemu
 def test_several_inputs_and_tuple_output(tmp_path):
     from tvm import relax
 

@@ -12,8 +12,10 @@ BUILD_TIMEOUT = 600.0
 
 # binary → Debian package that provides it
 TOOLS = {"clang": "clang", "ld.lld": "lld"}
+# -G0: no small-data section; clang puts 64-bit constants there with GP-relative relocations that
+# ld.lld cannot resolve in a static executable
 _CFLAGS = ["--target=hexagon-unknown-linux-musl", "-ffreestanding", "-nostdlib", "-O2",
-           "-fno-builtin", "-fno-pic", "-mhvx", "-mhvx-length=128b"]
+           "-fno-builtin", "-fno-pic", "-G0", "-mhvx", "-mhvx-length=128b"]
 
 
 def missing_tools() -> list[str]:

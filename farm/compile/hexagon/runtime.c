@@ -126,6 +126,56 @@ float ceilf(float x) {
 }
 float truncf(float x) { return x < 0 ? ceilf(x) : floorf(x); }
 
+/* 2^k for k in [-126, 127], by its exponent bits */
+static float pow2i(int k) {
+  union { uint32_t u; float f; } v = {(uint32_t)(k + 127) << 23};
+  return v.f;
+}
+
+/* e^x in single precision only (a float softmax needs it; Hexagon's doubles would be soft-float
+   calls): x = k ln2 + r with ln2 in two parts so k * ln2_hi is exact, |r| <= ln2 / 2, e^r by its
+   Taylor polynomial to degree 7 (truncation below 6e-9), within 2 ulp of the true value */
+float expf(float x) {
+  if (x != x) return x;
+  if (x > 88.72283935546875f) return __builtin_inff();
+  if (x < -103.972084045410156f) return 0.0f;
+  float kf = nearbyintf(x * 1.44269504088896341f);
+  int k = (int)kf;
+  float r = (x - kf * 0.693145751953125f) - kf * 1.428606765330187045e-06f;
+  float p = 1.0f + r * (1.0f + r * (0.5f + r * (1.66666672e-1f + r * (4.16666679e-2f
+            + r * (8.33333377e-3f + r * (1.38888892e-3f + r * 1.98412701e-4f))))));
+  if (k > 127) return p * pow2i(127) * pow2i(k - 127);
+  if (k < -126) return p * pow2i(k + 100) * pow2i(-100);
+  return p * pow2i(k);
+}
+
+/* IEEE single-precision square root, correctly rounded (what LLVM calls for sqrt on Hexagon, which
+   has no sqrt instruction; a float layer norm needs it): x = f * 4^q with f in [1, 4), the 24-bit
+   significand the integer square root of f * 2^46, rounded to nearest (sqrt has no exact ties) */
+float __hexagon_sqrtf(float x) {
+  union { float f; uint32_t u; } v = {x};
+  uint32_t e = (v.u >> 23) & 0xff, m = v.u & 0x7fffff;
+  if ((v.u << 1) == 0 || v.u == 0x7f800000u || e == 0xff) return x; /* +-0, +inf, nan */
+  if (v.u >> 31) return __builtin_nanf("");
+  int unbiased = (int)e - 127;
+  if (e == 0) { /* subnormal: normalize */
+    unbiased = -126;
+    while (!(m & 0x800000)) { m <<= 1; unbiased--; }
+  }
+  m |= 0x800000;
+  uint64_t n = (uint64_t)m << ((unbiased & 1) ? 24 : 23); /* f * 2^46 */
+  int q = (unbiased - (unbiased & 1)) / 2;
+  uint64_t r = 0, bit = 1ull << 46, rest = n;
+  while (bit) { /* bitwise integer square root: r = floor(sqrt(n)), rest = n - r^2 */
+    if (rest >= r + bit) { rest -= r + bit; r = (r >> 1) + bit; } else { r >>= 1; }
+    bit >>= 2;
+  }
+  if (rest > r) r++;
+  if (r == (1ull << 24)) { r >>= 1; q++; }
+  v.u = ((uint32_t)(q + 127) << 23) | ((uint32_t)r & 0x7fffff);
+  return v.f;
+}
+
 /* ---- output ---- */
 static void put(int fd, const char* s) { os_write(fd, s, farm_strlen_(s)); }
 static void put_int(int fd, long v) {
