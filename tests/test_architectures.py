@@ -65,3 +65,22 @@ def test_architecture_runs_in_int8_and_agrees_with_ort(name, registry, work):
     if exact is not None:
         m = with_exact_semantics(m, compare(outs, exact, steps))
     assert judge(m, CorrectnessSpec()) == [], m
+
+
+@pytest.mark.parametrize("device", ["arm64-qemu", "hexagon-v68-sim"])
+@pytest.mark.parametrize("name", ["tinydetector", "tinydbnet", "tinyattention"])
+def test_architecture_passes_on_the_emulated_devices(name, device, tmp_path):
+    """`farm run` on the default farm's emulated aarch64 board and Hexagon simulator: the op classes
+    compile (the float islands too: the Hexagon executable brings its own sqrtf / expf) and pass."""
+    from farm.cli import main
+    from farm.results.store import Store
+
+    path = build_builtin(name, tmp_path / "models").path
+    data = tmp_path / "data"
+    code = main(["run", "--model", str(path), "--device", device, "--data-dir", str(data)])
+    with Store(data / "results.db") as store:
+        checks = {r.check: r for r in store.results(store.run()["id"])}
+    compile_ = checks["compile"]
+    if compile_.status == "skipped":
+        pytest.skip(f"{device} cannot run here: {compile_.reason}")
+    assert code == 0 and checks["correctness"].status == "pass", checks
