@@ -82,7 +82,7 @@ def relax_lookup_ops(mod) -> list[dict[str, Any]]:
 
 def relax_float_classes(mod, reasons: dict[str, str]) -> dict[str, int]:
     """How many quantizes left in float read each op class (softmax, mean, divide, ...), most first:
-    the op the quantize's input is bound to in the lowered module."""
+    the op the quantize's input is bound to in the lowered module, through reshapes."""
     from tvm import relax
 
     from farm.compile.rewrite import bindings, op_name
@@ -95,9 +95,14 @@ def relax_float_classes(mod, reasons: dict[str, str]) -> dict[str, int]:
         defs = bindings(func)
         for var, value in defs.items():
             if var.name in floats and op_name(value) == "relax.quantize":
-                name = op_name(defs.get(value.args[0]))
-                counts[name.removeprefix("relax.").split(".")[-1] or "other"] += 1
+                src = defs.get(value.args[0])
+                while op_name(src) in _RESHAPES:  # e.g. softmax → reshape → quantize: a softmax
+                    src = defs.get(src.args[0])
+                counts[op_name(src).removeprefix("relax.").split(".")[-1] or "other"] += 1
     return dict(counts.most_common())
+
+
+_RESHAPES = ("relax.reshape", "relax.permute_dims", "relax.squeeze", "relax.expand_dims", "relax.flatten")
 
 
 def _compute_class(dtypes: list[str]) -> str:
