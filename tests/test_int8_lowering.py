@@ -127,11 +127,9 @@ def test_op_without_integer_form_is_flagged(tmp_path):
     from tests.qdq_graphs import QDQ
 
     g = QDQ()
-    y = g.node("Softmax", [g.qdq("input", 2 / 255)], axis=-1)
-    # the quantize reads the softmax through a reshape: still counted as a softmax
-    y = g.qdq(g.node("Reshape", [y, g.init(np.array([2, 2], np.int64))]), 1 / 255, 0)
+    y = g.qdq(g.node("Softmax", [g.qdq("input", 2 / 255)], axis=-1), 1 / 255, 0)
     path = tmp_path / "softmax.onnx"
-    onnx.save(g.model([1, 4], y, [2, 2]), str(path))
+    onnx.save(g.model([1, 4], y, [1, 4]), str(path))
     mod, reasons = lower_int8(import_onnx(path))
     asm = tmp_path / "empty.s"
     asm.write_text("")
@@ -282,3 +280,19 @@ def test_dense_with_an_odd_number_of_columns_runs_on_the_dot_product_template(de
     want = "vpdpbusd" if device == "host" and "avx512_vnni" in features else "vpmaddwd"
     dense = {k: v for k, v in lowering["kernels"].items() if "dense_packed" in k}
     assert dense and all(want in v for v in dense.values()), lowering["kernels"]
+
+
+def test_float_op_class_is_read_through_reshapes():
+    """A quantize that reads a float softmax through a reshape counts as a softmax."""
+    from tvm import relax
+
+    bb = relax.BlockBuilder()
+    x = relax.Var("x", relax.TensorType([1, 4], "float32"))
+    with bb.function("main", [x]):
+        with bb.dataflow():
+            y = bb.emit(relax.op.reshape(bb.emit(relax.op.nn.softmax(x)), [2, 2]))
+            q = bb.emit(relax.op.quantize(y, relax.const(1 / 255, "float32"), relax.const(0, "uint8"),
+                                          axis=-1, out_dtype="uint8"), name_hint="q")
+            out = bb.emit_output(q)
+        bb.emit_func_output(out)
+    assert relax_float_classes(bb.get(), {"q": "no integer form for nn.softmax"}) == {"softmax": 1}
