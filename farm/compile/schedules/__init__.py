@@ -7,9 +7,9 @@
    (template, tile sizes) as block annotations. Where the sdot/usdot template applies (arm.py), a
    matmul with a constant int8 weight becomes such a conv too (1×1, one pixel per row); on x86
    where the VNNI / AVX2 templates apply, one row of M pixels (`row_dense`).
-2. `schedule_kernels` (after FuseOps/FuseTIR): every PrimFunc holding such a conv, a matmul, a
-   conv no template takes (depthwise, grouped: direct), or only injective ops is scheduled by
-   cpu.py; anything else (reductions) is left to LLVM and listed as skipped in the report.
+2. `schedule_kernels` (after FuseOps/FuseTIR): every PrimFunc holding such a conv, a matmul, or
+   only injective ops is scheduled by cpu.py; anything else (reductions) is left to LLVM and listed
+   as skipped in the report.
 
 Choices come from `plan.Plan`: defaults per target family, overridden by tuned records.
 """
@@ -169,13 +169,7 @@ def schedule_kernels(cores: int, report: list[str], vector_bits: int):
 
     from farm.compile.schedules import arm, intrin
     from farm.compile.schedules.conv import CONV_BLOCK
-    from farm.compile.schedules.cpu import (
-        has_reduction,
-        schedule_conv,
-        schedule_direct_conv,
-        schedule_elementwise,
-        schedule_matmul,
-    )
+    from farm.compile.schedules.cpu import has_reduction, schedule_conv, schedule_elementwise, schedule_matmul
 
     intrin.register()
     arm.register()
@@ -185,8 +179,7 @@ def schedule_kernels(cores: int, report: list[str], vector_bits: int):
         try:
             sch.get_sblock(CONV_BLOCK)
         except Exception:  # noqa: BLE001 - not one of our convs
-            return sch, (schedule_matmul(sch, cores, vector_bits) or schedule_direct_conv(sch, cores)
-                         or schedule_elementwise(sch, cores))
+            return sch, schedule_matmul(sch, cores, vector_bits) or schedule_elementwise(sch, cores)
         return sch, schedule_conv(sch, cores)
 
     @tvm.transform.module_pass(opt_level=0, name="FarmScheduleKernels")

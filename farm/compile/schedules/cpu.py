@@ -122,36 +122,6 @@ def schedule_matmul(sch, cores: int, vector_bits: int) -> str:
     return f"matmul lanes={lanes}"
 
 
-def schedule_direct_conv(sch, cores: int) -> str:
-    """A conv no template takes (depthwise and other grouped convs, odd channel counts), as TVM's
-    legalization writes it: its epilogue inlined into one block, one output row accumulated in a
-    local buffer with the input channels and kernel taps outside and the row's pixels inside (the
-    weight broadcast, the input read along the row: LLVM vectorizes that loop), the epilogue per
-    row, rows in parallel. Unscheduled, the taps were innermost and the int16 depthwise convs of a
-    PicoDet detector took 15 ms each. Returns "" for any other kernel."""
-    blocks = sch.get_child_blocks(sch.get_sblock("root"))
-    convs = [b for b in blocks if [int(v.iter_type) for v in sch.get(b).iter_vars] == [0, 0, 0, 0, 2, 2, 2]
-             and len(sch.get(b).reads) == 2 and len(sch.get(b).writes) == 1
-             and len(sch.get(b).writes[0].source.shape) == 4]
-    if len(convs) != 1:
-        return ""
-    conv = convs[0]
-    keep = {sch.get(conv).name_hint} | {sch.get(p).name_hint for p in sch.get_producers(conv)}
-    epi = _inline_epilogue(sch, conv, keep)  # the padded input stays materialized: read per tap
-    if epi is None:
-        epi = sch.cache_write(conv, 0, "local")
-    else:
-        sch.set_scope(conv, 0, "local")
-    n, c, h, w, *red = sch.get_loops(conv)
-    sch.reorder(n, c, h, *red, w)
-    sch.reverse_compute_at(epi, h)
-    outer = sch.fuse(n, c, h)
-    if cores > 1 and _work(sch, conv) >= MIN_PARALLEL_WORK:
-        sch.parallel(outer)
-    sch.decompose_reduction(conv, red[0])
-    return "direct conv: rows of pixels inside the taps"
-
-
 def schedule_elementwise(sch, cores: int) -> str:
     """A kernel of injective ops (requantize chains, quantized adds, table lookups, data movement):
     every intermediate inlined into its consumers (unscheduled, each op is a full pass over a
