@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from farm.compile.int8.fixedpoint import const
-from farm.compile.int8.qparams import NotLowered, OutGrid, QParam, act, dequantize, dq, weight
+from farm.compile.int8.qparams import NotLowered, OutGrid, QParam, act, centred, dequantize, dq, weight
 from farm.compile.int8.requant import requantize
 from farm.compile.rewrite import const_np, is_const, is_op
 
@@ -163,11 +163,11 @@ def _compensated(lw: Lowering, conv: Conv | None, kernel: list[int] | None, a: Q
     zero on the padding (a conv pads with the zero point)."""
     from tvm.relax import op
 
-    centred = op.subtract(op.astype(lw.data(a), "int32"), const(np.int32(a.tensor_zp)))
+    centred_a = centred(lw.data(a), a.tensor_zp)
     if conv is None:  # [..., K] x [K, N]: a row sum
-        s = lw.bb.emit(op.sum(centred, axis=[-1], keepdims=True))
+        s = lw.bb.emit(op.sum(centred_a, axis=[-1], keepdims=True))
         return op.add(acc, op.multiply(s, const(c.astype(np.int32))))
-    t = lw.bb.emit(op.sum(centred, axis=[1], keepdims=True))
+    t = lw.bb.emit(op.sum(centred_a, axis=[1], keepdims=True))
     top, left, bottom, right = conv.padding
     if top or left or bottom or right:
         t = lw.bb.emit(op.nn.pad(t, [0, 0, 0, 0, top, bottom, left, right], pad_value=0.0))
@@ -186,12 +186,11 @@ def _compensated(lw: Lowering, conv: Conv | None, kernel: list[int] | None, a: Q
 
 def _wide_operands(lw: Lowering, conv: Conv | None, a: QParam, wdata: np.ndarray, ch_axis: int, zw: np.ndarray):
     """(lhs, rhs, conv padding): int16 operands with the zero points subtracted up front."""
-    from tvm.relax import op
 
     shape = [1] * wdata.ndim
     shape[ch_axis] = -1
     wq = wdata.astype(np.int64) - zw.reshape(shape)
-    lhs = lw.bb.emit(op.subtract(op.astype(lw.data(a), "int16"), const(np.int16(a.tensor_zp))))
+    lhs = lw.bb.emit(centred(lw.data(a), a.tensor_zp, "int16"))
     return lhs, const(wq.astype(np.int16)), conv.padding if conv else None
 
 
@@ -222,7 +221,7 @@ def _lower_dynamic_matmul(lw: Lowering, dot, a: QParam, out: OutGrid):
     from tvm.relax import op
 
     b = act(lw, dot.args[1], "second matmul operand")
-    lhs, rhs = (lw.bb.emit(op.subtract(op.astype(lw.data(p), "int16"), const(np.int16(p.tensor_zp))))
+    lhs, rhs = (lw.bb.emit(centred(lw.data(p), p.tensor_zp, "int16"))
                 for p in (a, b))
     acc = lw.bb.emit(op.matmul(lhs, rhs, out_dtype="int32"), name_hint=lw.dot_name(dot))
     return requantize(lw, acc, np.asarray(a.tensor_scale * b.tensor_scale / out.scale), out)

@@ -9,8 +9,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from farm.compile.int8 import tflite_arith
-from farm.compile.int8.fixedpoint import add_fixed_point, const, requantize_add
-from farm.compile.int8.qparams import NotLowered, OutGrid, QParam, act, clamp, dq, dtype_of, int_range
+from farm.compile.int8.fixedpoint import add_fixed_point, requantize_add
+from farm.compile.int8.qparams import NotLowered, OutGrid, QParam, act, centred, clamp, dq, dtype_of, int_range
 from farm.compile.int8.requant import requantize
 
 if TYPE_CHECKING:
@@ -62,10 +62,7 @@ def lower_multiply(lw: Lowering, x, out: OutGrid):
     if {dtype_of(a.data), dtype_of(b.data)} - {"int8", "uint8"}:
         raise NotLowered("multiply of 16-bit operands: their product overflows int32")
 
-    def centred(p: QParam):
-        return op.subtract(op.astype(lw.data(p), "int32"), const(np.int32(p.tensor_zp)))
-
-    acc = lw.bb.emit(op.multiply(centred(a), centred(b)))
+    acc = lw.bb.emit(op.multiply(centred(lw.data(a), a.tensor_zp), centred(lw.data(b), b.tensor_zp)))
     return requantize(lw, acc, np.asarray(a.tensor_scale * b.tensor_scale / out.scale), out)
 
 
@@ -98,11 +95,10 @@ def lower_moved(lw: Lowering, x, out: OutGrid):
 def lower_move(lw: Lowering, x, out: OutGrid, a: QParam):
     """Quantize of a data-movement op (or of nothing: x None) on the dequantized `a`."""
     from tvm import relax
-    from tvm.relax import op
 
     moved = lw.data(a) if x is None else relax.Call(x.op, [lw.data(a), *x.args[1:]], x.attrs, x.ty_args)
     if np.float32(a.tensor_scale) == np.float32(out.scale) and a.tensor_zp == out.zero_point \
             and dtype_of(a.data) == out.dtype and (out.lo, out.hi) == int_range(out.dtype):
         return moved
-    acc = lw.bb.emit(op.subtract(op.astype(moved, "int32"), const(np.int32(a.tensor_zp))))
+    acc = lw.bb.emit(centred(moved, a.tensor_zp))
     return requantize(lw, acc, np.asarray(a.tensor_scale / out.scale), out)

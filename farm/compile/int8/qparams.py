@@ -72,6 +72,14 @@ def scalar_value(a: np.ndarray, what: str):
     return a.reshape(()).item()
 
 
+def centred(data, zp: int, dtype: str = "int32"):
+    """data − zp in the wider integer type `dtype` (a Relax expression): the integers a dot product,
+    a product or a requantize works on."""
+    from tvm.relax import op
+
+    return op.subtract(op.astype(data, dtype), const(np.dtype(dtype).type(zp)))
+
+
 def dequantize(data: np.ndarray, p: QParam) -> np.ndarray:
     shape = [1] * data.ndim
     if p.scale.size > 1:

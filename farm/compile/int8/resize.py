@@ -20,7 +20,7 @@ import numpy as np
 
 from farm.compile.int8.elementwise import lower_move
 from farm.compile.int8.fixedpoint import const
-from farm.compile.int8.qparams import NotLowered, OutGrid, QParam, act, shape_of
+from farm.compile.int8.qparams import NotLowered, OutGrid, QParam, act, centred, shape_of
 from farm.compile.int8.requant import requantize
 
 if TYPE_CHECKING:
@@ -106,7 +106,7 @@ def _linear(lw: Lowering, a, out: OutGrid, taps):
     """acc = Σ wh·ww·(a - za) in units of 2^-(kh+kw), then one requantize."""
     from tvm.relax import op
 
-    acc = lw.bb.emit(op.subtract(op.astype(lw.data(a), "int32"), const(np.int32(a.tensor_zp))))
+    acc = lw.bb.emit(centred(lw.data(a), a.tensor_zp))
     for axis, (i0, i1, w0, w1, _) in zip((2, 3), taps, strict=True):
         near, far = (_tap(acc, axis, i, w) for i, w in ((i0, w0), (i1, w1)))
         acc = lw.bb.emit(op.add(near, far) if np.any(w1) else near)
